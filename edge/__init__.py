@@ -1,0 +1,1 @@
+"""settings-cdn edge: the read-only data plane that serves settings bundles."""

@@ -1,0 +1,109 @@
+"""The Redis keyspace and bundle envelope: the one contract the publisher and the edge share.
+
+The edge owns this module because it is the reader; ``publisher`` imports it, never the
+reverse. Every key of one source carries the write key as a Redis Cluster hash tag
+(``{<writeKey>}``) so that one source's keys live in one slot and a publish can be one
+MULTI/EXEC transaction.
+
+| key / channel              | holds                                                          |
+|----------------------------|----------------------------------------------------------------|
+| ``sc:{wk}:v:<n>``          | hash: ``json``, ``gzip``, ``etag``, ``published_at``, ``revision``, ``version`` |
+| ``sc:{wk}:current``        | ``"<n> <etag>"``: the current version, moved after ``v:<n>`` exists |
+| ``sc:{wk}:versions``       | sorted set of kept version numbers (score = version)           |
+| channel ``sc:published``   | ``"<wk> <n>"`` after each publish (instant mode)                |
+
+``published_at`` is Unix time in whole seconds (HTTP dates have one-second resolution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "sc"
+PUBLISHED_CHANNEL = f"{PREFIX}:published"
+
+# Field names of the version hash.
+F_JSON = "json"
+F_GZIP = "gzip"
+F_ETAG = "etag"
+F_PUBLISHED_AT = "published_at"
+F_REVISION = "revision"
+F_VERSION = "version"
+FIELDS = (F_JSON, F_GZIP, F_ETAG, F_PUBLISHED_AT, F_REVISION, F_VERSION)
+
+
+def tag(write_key: str) -> str:
+    return f"{PREFIX}:{{{write_key}}}"
+
+
+def version_key(write_key: str, version: int) -> str:
+    return f"{tag(write_key)}:v:{version}"
+
+
+def current_key(write_key: str) -> str:
+    return f"{tag(write_key)}:current"
+
+
+def versions_key(write_key: str) -> str:
+    return f"{tag(write_key)}:versions"
+
+
+def encode_pointer(version: int, etag: str) -> bytes:
+    return f"{version} {etag}".encode()
+
+
+def decode_pointer(raw: bytes | str) -> tuple[int, str]:
+    """Parse a ``current`` pointer; raises ``ValueError`` on anything malformed."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    version, _, etag = text.partition(" ")
+    return int(version), etag
+
+
+def encode_message(write_key: str, version: int) -> bytes:
+    return f"{write_key} {version}".encode()
+
+
+def decode_message(raw: bytes | str) -> tuple[str, int]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    write_key, _, version = text.partition(" ")
+    return write_key, int(version)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """One published bundle version exactly as stored: bytes in, bytes out."""
+
+    write_key: str
+    version: int
+    json: bytes
+    gzip: bytes
+    etag: str  # strong entity tag, quotes included: '"<hex>"'
+    published_at: int
+    revision: int
+
+    def to_hash(self) -> dict[str, bytes | str | int]:
+        return {
+            F_JSON: self.json,
+            F_GZIP: self.gzip,
+            F_ETAG: self.etag,
+            F_PUBLISHED_AT: self.published_at,
+            F_REVISION: self.revision,
+            F_VERSION: self.version,
+        }
+
+    @classmethod
+    def from_fields(cls, write_key: str, values: list[bytes | None]) -> Envelope | None:
+        """Build from ``HMGET key *FIELDS`` output; ``None`` when the hash is absent."""
+        if any(v is None for v in values):
+            return None
+        raw_json, raw_gzip, etag, published_at, revision, version = values
+        assert raw_json is not None and raw_gzip is not None  # checked above, for mypy
+        return cls(
+            write_key=write_key,
+            version=int(version or 0),
+            json=raw_json,
+            gzip=raw_gzip,
+            etag=(etag or b"").decode(),
+            published_at=int(published_at or 0),
+            revision=int(revision or 0),
+        )

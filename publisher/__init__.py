@@ -1,0 +1,1 @@
+"""settings-cdn publisher: the control plane that validates, compiles and publishes bundles."""

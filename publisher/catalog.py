@@ -1,0 +1,255 @@
+"""The destination catalog: what each destination supports, and validation of its settings.
+
+The data is a copy of ``shared/catalog/destinations.json`` shipped inside the package
+(``publisher/data/destinations.json``); see that folder's README for how each field was
+derived. Lookups accept a catalog slug (``amplitude``), a display name (``Amplitude``) or the
+device-mode integrations key / a previous name (``Appboy`` for Braze).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from publisher.errors import InvalidArgument, SettingError
+
+DATA_PATH = Path(__file__).parent / "data" / "destinations.json"
+
+# Catalog setting type -> predicate over the JSON value a user supplied.
+_STRINGY = frozenset({"string", "password", "color", "select", "multi_line_string"})
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _type_ok(kind: str, value: Any) -> bool:
+    if kind in _STRINGY:
+        return isinstance(value, str)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "number":
+        return _is_number(value)
+    if kind in ("array", "strings", "list"):
+        return isinstance(value, list)
+    if kind in ("map", "text-map"):
+        return isinstance(value, dict)
+    return True  # mixed, oauth: any JSON value
+
+
+_EXPECTED = {
+    "boolean": "a boolean",
+    "number": "a number",
+    "array": "an array",
+    "strings": "an array",
+    "list": "an array",
+    "map": "an object",
+    "text-map": "an object",
+}
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string",
+            list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingSpec:
+    name: str
+    type: str
+    required: bool
+    default: Any
+    label: str
+    secret: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogDestination:
+    slug: str
+    name: str
+    id: str | None
+    integrations_key: str
+    previous_names: tuple[str, ...]
+    categories: tuple[str, ...]
+    hidden: bool
+    kind: str  # "classic" | "actions"
+    multi_instance: str  # cloud_and_one_device | cloud_only | single | unsupported
+    device_web: bool
+    device_mobile: bool
+    cloud_web: bool
+    cloud_mobile: bool
+    cloud_server: bool
+    bundle_version: str | None  # classic analytics.js bundle version (device-mode web)
+    bundle_path: str | None
+    settings: Mapping[str, SettingSpec]
+
+    @property
+    def is_data_lakes(self) -> bool:
+        return self.slug == "data-lakes"
+
+    @property
+    def secret_settings(self) -> frozenset[str]:
+        return frozenset(n for n, s in self.settings.items() if s.secret)
+
+    def supports(self, source_type: str, connection_mode: str) -> bool:
+        """Whether this destination can connect to a source of this type in this mode.
+
+        web and the legacy project source read web modes; ios/android read mobile modes;
+        a server source has no device mode at all.
+        """
+        if connection_mode == "DEVICE":
+            if source_type in ("web", "project"):
+                return self.device_web
+            if source_type in ("ios", "android"):
+                return self.device_mobile
+            return False
+        if source_type in ("web", "project"):
+            return self.cloud_web
+        if source_type in ("ios", "android"):
+            return self.cloud_mobile
+        return self.cloud_server
+
+    def to_dict(self) -> dict[str, Any]:
+        """The public catalog entry (Config API shape, settings without secrets' values)."""
+        return {
+            "name": f"catalog/destinations/{self.slug}",
+            "slug": self.slug,
+            "display_name": self.name,
+            "integrations_key": self.integrations_key,
+            "previous_names": list(self.previous_names),
+            "categories": list(self.categories),
+            "multi_instance": self.multi_instance,
+            "modes": {
+                "device": {"web": self.device_web, "mobile": self.device_mobile},
+                "cloud": {"web": self.cloud_web, "mobile": self.cloud_mobile,
+                          "server": self.cloud_server},
+            },
+            "browser_bundle_version": self.bundle_version,
+            "settings": [
+                {"name": s.name, "type": s.type, "required": s.required,
+                 "default": s.default, "label": s.label, "secret": s.secret}
+                for s in self.settings.values()
+            ],
+        }
+
+
+def _destination(raw: Mapping[str, Any]) -> CatalogDestination:
+    modes = raw.get("modes") or {}
+    device, cloud = modes.get("device") or {}, modes.get("cloud") or {}
+    bundle = raw.get("browser_bundle") or None
+    settings = {
+        s["name"]: SettingSpec(
+            name=s["name"], type=str(s.get("type") or "mixed"), required=bool(s.get("required")),
+            default=s.get("default"), label=str(s.get("label") or s["name"]),
+            secret=bool(s.get("secret")),
+        )
+        for s in raw.get("settings") or ()
+    }
+    return CatalogDestination(
+        slug=raw["slug"], name=raw["name"], id=raw.get("id"),
+        integrations_key=raw.get("integrations_key") or raw["name"],
+        previous_names=tuple(raw.get("previous_names") or ()),
+        categories=tuple(raw.get("categories") or ()), hidden=bool(raw.get("hidden")),
+        kind=raw.get("kind") or "classic", multi_instance=raw.get("multi_instance") or "unsupported",
+        device_web=bool(device.get("web")), device_mobile=bool(device.get("mobile")),
+        cloud_web=bool(cloud.get("web")), cloud_mobile=bool(cloud.get("mobile")),
+        cloud_server=bool(cloud.get("server")),
+        bundle_version=bundle["version"] if bundle else None,
+        bundle_path=bundle["path"] if bundle else None,
+        settings=settings,
+    )
+
+
+class Catalog:
+    """All catalog destinations, indexed by slug and by every name they are known by."""
+
+    def __init__(self, destinations: Iterable[CatalogDestination]) -> None:
+        self._by_slug: dict[str, CatalogDestination] = {}
+        self._by_name: dict[str, CatalogDestination] = {}
+        for d in destinations:
+            self._by_slug[d.slug] = d
+        # Names: the display name and integrations key first, previous names last, so an
+        # old name never shadows a current one.
+        for d in self._by_slug.values():
+            for n in (d.name, d.integrations_key):
+                self._by_name.setdefault(n.casefold(), d)
+        for d in self._by_slug.values():
+            for n in d.previous_names:
+                self._by_name.setdefault(n.casefold(), d)
+
+    @classmethod
+    def from_file(cls, path: Path) -> Catalog:
+        data = orjson.loads(path.read_bytes())
+        return cls(_destination(raw) for raw in data["destinations"])
+
+    def __len__(self) -> int:
+        return len(self._by_slug)
+
+    def __iter__(self) -> Any:
+        return iter(self._by_slug.values())
+
+    def find(self, ref: str) -> CatalogDestination | None:
+        if not isinstance(ref, str):
+            return None
+        return self._by_slug.get(ref) or self._by_name.get(ref.casefold())
+
+    def get(self, ref: str) -> CatalogDestination:
+        """The destination for a slug or a name; ``InvalidArgument`` naming it otherwise."""
+        found = self.find(ref)
+        if found is None:
+            raise InvalidArgument(f"unknown catalog destination {ref!r}",
+                                  code="unknown_destination")
+        return found
+
+    def search(self, text: str = "") -> list[CatalogDestination]:
+        needle = text.casefold().strip()
+        return [
+            d for d in self._by_slug.values()
+            if not needle or needle in d.name.casefold() or needle in d.slug
+            or any(needle in n.casefold() for n in d.previous_names)
+        ]
+
+
+@cache
+def default_catalog() -> Catalog:
+    """The catalog shipped with the package (loaded once per process)."""
+    return Catalog.from_file(DATA_PATH)
+
+
+def validate_settings(
+    dest: CatalogDestination, settings: Any, *, enabled: bool, where: str = ""
+) -> dict[str, Any]:
+    """Check settings against the catalog; returns them unchanged or raises ``SettingError``.
+
+    Unknown names, wrong types and (when the instance is enabled) missing required settings
+    are refused, each naming the setting. An empty string does not satisfy a required string.
+    """
+    at = f" ({where})" if where else ""
+    if not isinstance(settings, dict):
+        raise SettingError(f"settings of {dest.name}{at} must be an object, got "
+                           f"{_type_name(settings)}", code="settings_not_object")
+    for name, value in settings.items():
+        spec = dest.settings.get(name)
+        if spec is None:
+            raise SettingError(f"unknown setting {name!r} for destination {dest.name}{at}",
+                               code="unknown_setting")
+        if not _type_ok(spec.type, value):
+            expected = _EXPECTED.get(spec.type, "a string")
+            raise SettingError(
+                f"setting {name!r} of {dest.name}{at} must be {expected} (catalog type "
+                f"{spec.type}), got {_type_name(value)}", code="wrong_setting_type")
+    if enabled:
+        for spec in dest.settings.values():
+            if spec.required and settings.get(spec.name) in (None, "", [], {}):
+                raise SettingError(
+                    f"required setting {spec.name!r} of {dest.name}{at} is missing "
+                    "(required to enable the destination)", code="missing_required_setting")
+    return settings
