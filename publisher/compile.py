@@ -134,6 +134,10 @@ def _destination(source: Source, inst: Instance, catalog: Catalog) -> CatalogDes
         raise CompileError(f"{_where(source, inst)} has connection mode "
                            f"{inst.connection_mode!r}, not CLOUD or DEVICE",
                            code="invalid_connection_mode")
+    if not isinstance(inst.settings, dict):
+        raise CompileError(f"{_where(source, inst)} has settings of type "
+                           f"{type(inst.settings).__name__}, not an object",
+                           code="settings_not_object")
     if inst.connection_mode == "DEVICE" and not dest.supports(source.type, "DEVICE"):
         raise CompileError(f"{_where(source, inst)}: {dest.name} has no device mode on a "
                            f"{source.type} source", code="mode_not_supported")

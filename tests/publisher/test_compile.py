@@ -295,6 +295,10 @@ def test_two_enabled_device_instances(second: Instance, refused: bool) -> None:
                  id="unknown-catalog-destination"),
     pytest.param("web", instance("amp-1", "amplitude", "EDGE"), "invalid_connection_mode",
                  id="unknown-connection-mode"),
+    pytest.param("web", Instance(id="amp-1", catalog_slug="amplitude", display_name="A",
+                                 connection_mode="DEVICE", enabled=True,
+                                 settings=["not", "an", "object"]),  # type: ignore[arg-type]
+                 "settings_not_object", id="settings-not-an-object"),
 ])
 def test_broken_stored_data_is_refused(type_: SourceType, inst: Instance, code: str) -> None:
     """Stored data the rules would never allow raises CompileError naming the instance."""
