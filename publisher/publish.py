@@ -1,0 +1,144 @@
+"""The Redis writer: immutable bundle versions, an atomic current pointer, bounded history.
+
+A publish is one MULTI/EXEC transaction that writes the version hash ``sc:{wk}:v:<n>``,
+records ``n`` in ``sc:{wk}:versions`` and only then moves ``sc:{wk}:current`` — so an edge
+that reads the pointer and then the hash never finds a missing or half-written version. All
+of a source's keys share one hash tag, so the transaction also works on Redis Cluster. After
+the transaction a message goes to ``sc:published`` (edges in instant mode evict at once) and
+versions beyond ``keep_versions`` are deleted, never the current one.
+
+The bytes, their gzip and their ETag are computed once, in :func:`make_bundle`; SQLite keeps
+the same :class:`Bundle`, so Redis can be rebuilt from it byte for byte.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from edge import keyspace
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """One published version of a source's settings document, as Redis and SQLite hold it."""
+
+    version: int
+    etag: str  # strong entity tag, quotes included: '"<hex>"'
+    published_at: int  # Unix seconds
+    revision: int
+    json: bytes
+    gzip: bytes
+
+    def envelope(self, write_key: str) -> keyspace.Envelope:
+        return keyspace.Envelope(
+            write_key=write_key,
+            version=self.version,
+            json=self.json,
+            gzip=self.gzip,
+            etag=self.etag,
+            published_at=self.published_at,
+            revision=self.revision,
+        )
+
+
+def etag_of(json_bytes: bytes) -> str:
+    """The strong ETag of a document: a quoted 128-bit prefix of its SHA-256."""
+    return '"' + hashlib.sha256(json_bytes).hexdigest()[:32] + '"'
+
+
+def make_bundle(json_bytes: bytes, *, version: int, revision: int, published_at: int) -> Bundle:
+    """Gzip and hash the canonical bytes once; mtime=0 makes the gzip reproducible."""
+    if version < 1:
+        raise ValueError(f"bundle version must be >= 1, got {version}")
+    return Bundle(
+        version=version,
+        etag=etag_of(json_bytes),
+        published_at=published_at,
+        revision=revision,
+        json=json_bytes,
+        gzip=gzip.compress(json_bytes, compresslevel=9, mtime=0),
+    )
+
+
+def _ints(members: Any) -> list[int]:
+    return [int(m) for m in members]
+
+
+class RedisPublisher:
+    """Writes bundles for the single publisher of a deployment (sync client, raw bytes)."""
+
+    def __init__(self, client: redis.Redis, *, keep_versions: int = 10) -> None:
+        if keep_versions < 1:
+            raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
+        self.client = client
+        self.keep_versions = keep_versions
+
+    def write(self, write_key: str, bundle: Bundle) -> None:
+        """Publish a new version: hash and pointer in one transaction, then notify and prune."""
+        self._install(write_key, bundle)
+
+    def point(self, write_key: str, bundle: Bundle) -> None:
+        """Make ``bundle`` current again (rollback, or restore after a flush).
+
+        The hash is rewritten from the given bytes in the same transaction that moves the
+        pointer; the bytes are those SQLite recorded, so rewriting an existing hash is a no-op.
+        """
+        self._install(write_key, bundle)
+
+    def _install(self, write_key: str, bundle: Bundle) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(
+            keyspace.version_key(write_key, bundle.version),
+            mapping=bundle.envelope(write_key).to_hash(),  # type: ignore[arg-type]
+        )
+        pipe.zadd(keyspace.versions_key(write_key), {str(bundle.version): bundle.version})
+        pointer = keyspace.encode_pointer(bundle.version, bundle.etag)
+        pipe.set(keyspace.current_key(write_key), pointer)
+        pipe.execute()
+        self.client.publish(
+            keyspace.PUBLISHED_CHANNEL, keyspace.encode_message(write_key, bundle.version)
+        )
+        self.prune(write_key)
+
+    def prune(self, write_key: str) -> list[int]:
+        """Delete versions beyond the newest ``keep_versions``, sparing the current one."""
+        vkey = keyspace.versions_key(write_key)
+        excess = _ints(self.client.zrange(vkey, 0, -(self.keep_versions + 1)))
+        pointer = self.current(write_key)
+        doomed = [v for v in excess if pointer is None or v != pointer[0]]
+        if not doomed:
+            return []
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(vkey, *(str(v) for v in doomed))
+        pipe.delete(*(keyspace.version_key(write_key, v) for v in doomed))
+        pipe.execute()
+        return doomed
+
+    def current(self, write_key: str) -> tuple[int, str] | None:
+        """``(version, etag)`` of the current pointer, or ``None`` if the source is unpublished."""
+        raw = self.client.get(keyspace.current_key(write_key))
+        if raw is None:
+            return None
+        return keyspace.decode_pointer(cast(bytes, raw))
+
+    def kept_versions(self, write_key: str) -> list[int]:
+        """The version numbers Redis still holds for rollback, oldest first."""
+        return _ints(self.client.zrange(keyspace.versions_key(write_key), 0, -1))
+
+    def delete_source(self, write_key: str) -> None:
+        """Remove every key of the source, then notify so instant-mode edges evict it.
+
+        The message carries version 0, which no publish ever uses: "this source is gone".
+        """
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", keyspace.tag(write_key)) + ":*"
+        keys = list(self.client.scan_iter(match=pattern, count=1000))
+        if keys:
+            # One DEL is atomic: the pointer and the hashes disappear together.
+            self.client.delete(*keys)
+        self.client.publish(keyspace.PUBLISHED_CHANNEL, keyspace.encode_message(write_key, 0))
