@@ -275,7 +275,8 @@ def test_rollback_survives_a_flush(redis_client: redis.Redis, store: Store) -> N
     for n in range(1, 4):
         store.record_bundle(source.id, bundle(n))
         publisher.write(source.write_key, bundle(n))
-    publisher.point(source.write_key, store.set_current_version(source.id, 2))
+    store.set_current(source.id, 2)
+    publisher.point(source.write_key, bundle(2))
 
     redis_client.flushall()
     current = store.current_bundle(source.id)
