@@ -7,6 +7,7 @@ import hashlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
@@ -30,7 +31,7 @@ def bundle(n: int) -> Bundle:
 
 def read_envelope(client: redis.Redis, write_key: str, version: int) -> keyspace.Envelope | None:
     values = client.hmget(keyspace.version_key(write_key, version), list(keyspace.FIELDS))
-    return keyspace.Envelope.from_fields(write_key, values)
+    return keyspace.Envelope.from_fields(write_key, cast(list[bytes | None], values))
 
 
 @pytest.fixture
@@ -122,7 +123,11 @@ def test_pointer_is_atomic_under_concurrent_reads(redis_url: str) -> None:
 
     def reader() -> None:
         while not done.is_set():
-            version, etag = keyspace.decode_pointer(reader_client.get(keyspace.current_key(WK)))
+            raw = reader_client.get(keyspace.current_key(WK))
+            if raw is None:
+                problems.append("the pointer disappeared")
+                continue
+            version, etag = keyspace.decode_pointer(cast(bytes, raw))
             envelope = read_envelope(reader_client, WK, version)
             reads.append(version)
             if envelope is None:
