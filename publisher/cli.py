@@ -1,0 +1,233 @@
+"""``settings-cdn-publisher``: the publisher's command line.
+
+Exit status: 0 done; 2 bad input or bad settings (nothing was written); 1 the change was
+accepted but could not be published yet (Redis unreachable: run ``republish --all`` later),
+or another runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from publisher.catalog import default_catalog
+from publisher.compile import CompileOptions
+from publisher.errors import PublisherError
+from publisher.publish import RedisPublisher
+from publisher.rules import RuleLimits
+from publisher.service import PublishResult, Service
+from publisher.settings import PublisherSettings, SettingsError, settings_table
+from publisher.store import Store
+
+EPILOG = """\
+SOURCE is WORKSPACE/SOURCE (slugs) or a write key.
+
+settings (environment variables; --db and --redis-url override the first two):
+""" + settings_table()
+
+
+def propagation_seconds() -> int | None:
+    """The edge's worst-case propagation time, from the same environment the edge reads."""
+    from edge.propagation import worst_case_seconds
+    from edge.settings import EdgeSettings
+
+    return int(worst_case_seconds(EdgeSettings.from_env()))
+
+
+def build_service(settings: PublisherSettings, *, with_redis: bool = True) -> Service:
+    store = Store.open(settings.db_path)
+    publisher = None
+    if with_redis:
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
+                                      socket_connect_timeout=2)
+        publisher = RedisPublisher(client, keep_versions=settings.keep_versions)
+    return Service(
+        store, default_catalog(), publisher,
+        limits=RuleLimits(max_cloud_instances=settings.max_cloud_instances),
+        compile_options=CompileOptions(api_host=settings.api_host),
+        keep_versions=settings.keep_versions,
+        propagation_seconds=propagation_seconds(),
+    )
+
+
+def _print(obj: Any) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _report(label: str, result: PublishResult) -> int:
+    state = ("new version" if result.changed else "unchanged")
+    line = f"{label}: v{result.version} {state} (revision {result.revision}, etag {result.etag})"
+    if result.visible_everywhere_by is not None and result.changed:
+        line += f", visible everywhere by {result.to_dict()['visible_everywhere_by']}"
+    print(line)
+    if result.pending:
+        print(f"{label}: NOT PUBLISHED YET: {result.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_apply(svc: Service, args: argparse.Namespace, settings: PublisherSettings) -> int:
+    from publisher import workspace_file
+
+    decl = workspace_file.parse(workspace_file.read(Path(args.file), settings.max_file_bytes))
+    status = 0
+    for slug, result in workspace_file.apply(svc, decl):
+        status |= _report(f"{decl.slug}/{slug}", result)
+    return status
+
+
+def cmd_publish(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+    source = svc.resolve_source(args.source)
+    return _report(source.slug, svc.publish(source))
+
+
+def cmd_republish(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+    if not args.all:
+        print("republish needs --all (to publish one source: `publish SOURCE`)", file=sys.stderr)
+        return 2
+    count = failed = 0
+    for result in svc.republish_all():
+        count += 1
+        if result.pending:
+            failed += 1
+            print(f"{result.write_key}: NOT PUBLISHED: {result.error}", file=sys.stderr)
+    print(f"republished {count - failed} of {count} sources")
+    return 1 if failed else 0
+
+
+def cmd_rollback(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+    source = svc.resolve_source(args.source)
+    return _report(source.slug, svc.rollback(source, args.version))
+
+
+def cmd_show(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+    _print(svc.status(svc.resolve_source(args.source)))
+    return 0
+
+
+def cmd_diff(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+    text = svc.diff(svc.resolve_source(args.source))
+    sys.stdout.write(text or "no changes: publishing now would not make a new version\n")
+    return 0
+
+
+def cmd_sources(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+    workspaces = ([svc.workspace(args.workspace)] if args.workspace
+                  else svc.store.list_workspaces())
+    rows = []
+    for ws in workspaces:
+        for src in svc.store.list_sources(ws.id):
+            rows.append({"workspace": ws.slug, "source": src.slug, "type": src.type,
+                         "write_key": src.write_key, "revision": src.revision})
+    _print(rows)
+    return 0
+
+
+def cmd_workspace(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+    if args.action == "create":
+        ws = svc.create_workspace(args.slug, args.name)
+        print(f"created workspace {ws.slug}")
+    else:
+        _print([{"slug": w.slug, "name": w.name} for w in svc.store.list_workspaces()])
+    return 0
+
+
+def cmd_token(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+    from publisher.auth import create_token
+
+    token = create_token(svc, args.workspace, args.scope, args.name)
+    print(token)  # stdout carries the token alone, for scripts
+    return 0
+
+
+def cmd_serve(svc: Service, args: argparse.Namespace, settings: PublisherSettings) -> int:
+    import uvicorn
+
+    from publisher.api import create_app
+
+    uvicorn.run(create_app(settings, service=svc), host=settings.host, port=settings.port,
+                log_level="warning", access_log=False)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="settings-cdn-publisher",
+        description="Validate, compile and publish settings bundles; serve the Config API.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", help="SQLite database (default: $PUBLISHER_DB)")
+    p.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    add("apply", cmd_apply, "apply a declarative workspace file (all-or-nothing, idempotent)"
+        ).add_argument("file")
+    add("publish", cmd_publish, "compile a source; publish a new version if it changed"
+        ).add_argument("source")
+    add("republish", cmd_republish, "rebuild Redis from SQLite for every source"
+        ).add_argument("--all", action="store_true", help="every source (required)")
+    rb = add("rollback", cmd_rollback, "serve an earlier kept version of a source again")
+    rb.add_argument("source")
+    rb.add_argument("version", type=int)
+    add("show", cmd_show, "current version, ETag, publish time, visible-everywhere time"
+        ).add_argument("source")
+    add("diff", cmd_diff, "what publishing the source now would change").add_argument("source")
+    add("sources", cmd_sources, "list sources and their write keys (JSON)"
+        ).add_argument("workspace", nargs="?")
+    ws = add("workspace", cmd_workspace, "create or list workspaces")
+    ws.add_argument("action", choices=["create", "list"])
+    ws.add_argument("slug", nargs="?")
+    ws.add_argument("--name")
+    tk = add("token", cmd_token, "create a Config API token for one workspace (printed once)")
+    tk.add_argument("action", choices=["create"])
+    tk.add_argument("workspace")
+    tk.add_argument("--scope", choices=["read", "write"], required=True)
+    tk.add_argument("--name", default="")
+    add("serve", cmd_serve, "run the Config API and the webhook")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "workspace" and args.action == "create" and not args.slug:
+        print("workspace create needs a SLUG", file=sys.stderr)
+        return 2
+    env_overrides = {}
+    if args.db:
+        env_overrides["PUBLISHER_DB"] = args.db
+    if args.redis_url:
+        env_overrides["REDIS_URL"] = args.redis_url
+    try:
+        import os
+
+        settings = PublisherSettings.from_env({**os.environ, **env_overrides})
+        needs_redis = args.command not in ("diff", "sources", "workspace", "token")
+        svc = build_service(settings, with_redis=needs_redis)
+    except (SettingsError, ValueError) as exc:
+        print(f"settings-cdn-publisher: {exc}", file=sys.stderr)
+        return 2
+    try:
+        status: int = args.func(svc, args, settings)
+        return status
+    except PublisherError as exc:
+        print(f"settings-cdn-publisher: {exc.message} [{exc.code}]", file=sys.stderr)
+        return 2 if 400 <= exc.http_status < 500 else 1
+    except redis.RedisError as exc:
+        print(f"settings-cdn-publisher: Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        svc.store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

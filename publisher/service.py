@@ -1,0 +1,468 @@
+"""Every write goes through here: validate, apply the rules, commit, compile, publish.
+
+The Config API, the webhook and the declarative workspace file all describe a change as a new
+*desired set* of a source's instances. ``Service`` checks that set (catalog settings, filters,
+destination rules) before anything is written, commits it with the new revision and the new
+bundle row in one SQLite transaction, and only then writes the bundle to Redis. So a refusal
+changes nothing, and an accepted change is never lost: if Redis is unreachable the bundle is
+already in SQLite and the result says ``pending``; ``republish --all`` (or the next write)
+puts it in Redis.
+
+One lock serialises writes: the publisher is the single writer of a deployment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import redis
+
+from publisher import filters as filters_mod
+from publisher.catalog import Catalog, validate_settings
+from publisher.compile import CompileOptions, canonical_bytes, compile_source
+from publisher.errors import AlreadyExists, InvalidArgument, NotFound
+from publisher.model import CONNECTION_MODES, SOURCE_TYPES, Filter, Instance, Source, Workspace
+from publisher.publish import Bundle, RedisPublisher, make_bundle
+from publisher.rules import RuleLimits, check_source, default_display_name
+from publisher.store import Store
+
+SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+WRITE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+
+def check_slug(kind: str, value: Any) -> str:
+    if not isinstance(value, str) or not SLUG_RE.match(value):
+        raise InvalidArgument(
+            f"{kind} slug must be 1-64 lowercase letters, digits or '-' (not at either end), "
+            f"got {value!r}", code="invalid_slug")
+    return value
+
+
+def check_write_key(value: Any) -> str:
+    if not isinstance(value, str) or not WRITE_KEY_RE.match(value):
+        raise InvalidArgument(
+            f"write key must be 8-64 characters of A-Z a-z 0-9 _ -, got {value!r}",
+            code="invalid_write_key")
+    return value
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.casefold()).strip("-")
+    return slug[:56] or "destination"
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What a write did to the source's bundle."""
+
+    write_key: str
+    revision: int
+    version: int
+    etag: str
+    published_at: int
+    changed: bool  # a new bundle version was made
+    pending: bool = False  # committed, but Redis could not be written yet
+    error: str = ""
+    visible_everywhere_by: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "write_key": self.write_key, "revision": self.revision, "version": self.version,
+            "etag": self.etag, "published_at": _rfc3339(self.published_at),
+            "changed": self.changed, "pending": self.pending,
+        }
+        if self.visible_everywhere_by is not None:
+            out["visible_everywhere_by"] = _rfc3339(self.visible_everywhere_by)
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(slots=True)
+class InstanceSpec:
+    """A desired instance as a write path states it (catalog ref, not yet validated)."""
+
+    destination: str
+    connection_mode: str
+    enabled: bool = False
+    display_name: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    filters: list[Mapping[str, Any]] | None = None  # None: keep the existing filters
+    id: str | None = None
+
+
+class Service:
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        publisher: RedisPublisher | None,
+        *,
+        limits: RuleLimits | None = None,
+        compile_options: CompileOptions | None = None,
+        keep_versions: int = 10,
+        propagation_seconds: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.publisher = publisher
+        self.limits = limits or RuleLimits()
+        self.compile_options = compile_options or CompileOptions()
+        self.keep_versions = keep_versions
+        self.propagation_seconds = propagation_seconds
+        self.clock = clock
+        self._lock = threading.RLock()
+
+    # -- lookups -------------------------------------------------------------------------
+
+    def workspace(self, slug: str) -> Workspace:
+        found = self.store.get_workspace(slug) if isinstance(slug, str) else None
+        if found is None:
+            raise NotFound(f"workspace {slug!r} not found")
+        return found
+
+    def source(self, workspace_slug: str, source_slug: str) -> Source:
+        ws = self.workspace(workspace_slug)
+        found = self.store.get_source(ws.id, source_slug) if isinstance(source_slug, str) else None
+        if found is None:
+            raise NotFound(f"source {source_slug!r} not found in workspace {workspace_slug!r}")
+        return found
+
+    def resolve_source(self, ref: str) -> Source:
+        """A source named ``WORKSPACE/SOURCE`` or by its write key."""
+        if "/" in ref:
+            ws, _, src = ref.partition("/")
+            return self.source(ws, src)
+        found = self.store.get_source_by_write_key(ref)
+        if found is None:
+            raise NotFound(f"no source {ref!r}: give WORKSPACE/SOURCE or a write key")
+        return found
+
+    def instances(self, source: Source) -> list[Instance]:
+        return self.store.list_instances(source.id)
+
+    def instance(self, source: Source, instance_id: str) -> Instance:
+        for inst in self.instances(source):
+            if inst.id == instance_id:
+                return inst
+        raise NotFound(f"destination {instance_id!r} not found on source {source.slug!r}")
+
+    # -- workspaces and sources ----------------------------------------------------------
+
+    def create_workspace(self, slug: str, name: str | None = None) -> Workspace:
+        check_slug("workspace", slug)
+        with self._lock, self.store.transaction():
+            if self.store.get_workspace(slug) is not None:
+                raise AlreadyExists(f"workspace {slug!r} already exists")
+            return self.store.create_workspace(slug, name or slug)
+
+    def ensure_workspace(self, slug: str, name: str | None = None) -> Workspace:
+        check_slug("workspace", slug)
+        with self._lock, self.store.transaction():
+            found = self.store.get_workspace(slug)
+            return found or self.store.create_workspace(slug, name or slug)
+
+    def create_source(self, workspace_slug: str, slug: str, source_type: str,
+                      name: str | None = None, write_key: str | None = None
+                      ) -> tuple[Source, PublishResult]:
+        check_slug("source", slug)
+        if source_type not in SOURCE_TYPES:
+            raise InvalidArgument(f"source type must be one of {', '.join(SOURCE_TYPES)}, got "
+                                  f"{source_type!r}", code="invalid_source_type")
+        if write_key is not None:
+            check_write_key(write_key)
+        with self._lock:
+            with self.store.transaction():
+                ws = self.workspace(workspace_slug)
+                if self.store.get_source(ws.id, slug) is not None:
+                    raise AlreadyExists(
+                        f"source {slug!r} already exists in workspace {workspace_slug!r}")
+                if write_key is not None and self.store.get_source_by_write_key(write_key):
+                    raise AlreadyExists("write key is already used by another source")
+                source = self.store.create_source(ws.id, slug, name or slug, source_type,
+                                                  write_key=write_key)
+                bundle, changed = self._stage(source, [])
+            return source, self._push(source, bundle, changed)
+
+    def delete_source(self, source: Source) -> None:
+        with self._lock:
+            with self.store.transaction():
+                self.store.delete_source(source.id)
+            if self.publisher is not None:
+                try:
+                    self.publisher.delete_source(source.write_key)
+                except redis.RedisError:
+                    pass  # nothing to serve from SQLite any more; a stale key is harmless
+
+    # -- instances -------------------------------------------------------------------------
+
+    def set_instances(self, source: Source, specs: Sequence[InstanceSpec],
+                      *, revision: int | None = None) -> PublishResult:
+        """Make ``specs`` the complete set of the source's instances (declarative)."""
+        with self._lock:
+            with self.store.transaction():
+                current = self.store.get_source_by_write_key(source.write_key) or source
+                existing = self.store.list_instances(current.id)
+                desired = self.build_instances(current, existing, specs)
+                bundle, changed = self._commit(current, existing, desired, revision=revision)
+            return self._push(current, bundle, changed)
+
+    def mutate(self, source: Source,
+               change: Callable[[list[Instance]], list[Instance]]) -> PublishResult:
+        """Apply ``change`` to the current instances and commit the result (API writes)."""
+        with self._lock:
+            with self.store.transaction():
+                current = self.store.get_source_by_write_key(source.write_key) or source
+                existing = self.store.list_instances(current.id)
+                desired = change(list(existing))
+                bundle, changed = self._commit(current, existing, desired)
+            return self._push(current, bundle, changed)
+
+    def build_instances(self, source: Source, existing: Sequence[Instance],
+                        specs: Sequence[InstanceSpec]) -> list[Instance]:
+        """Turn specs into Instances, matching existing ones by id or display name."""
+        by_id = {i.id: i for i in existing}
+        by_name = {i.display_name.strip().casefold(): i for i in existing}
+        out: list[Instance] = []
+        taken: set[str] = set()
+        for n, spec in enumerate(specs):
+            where = f"destinations[{n}]"
+            dest = self.catalog.get(spec.destination)
+            if spec.connection_mode not in CONNECTION_MODES:
+                raise InvalidArgument(
+                    f"{where}: connection_mode must be CLOUD or DEVICE, got "
+                    f"{spec.connection_mode!r}", code="invalid_connection_mode")
+            name = default_display_name(dest, out, spec.display_name)
+            match = by_id.get(spec.id) if spec.id else by_name.get(name.strip().casefold())
+            inst_id = match.id if match else (spec.id or self._new_id(name, taken, by_id))
+            if inst_id in taken:
+                raise InvalidArgument(f"{where}: duplicate destination id {inst_id!r}",
+                                      code="duplicate_id")
+            taken.add(inst_id)
+            if spec.filters is None:
+                flt = match.filters if match else ()
+            else:
+                flt = self.build_filters(match.filters if match else (), spec.filters, where)
+            out.append(Instance(
+                id=inst_id, catalog_slug=dest.slug, display_name=name,
+                connection_mode=spec.connection_mode,  # type: ignore[arg-type]
+                enabled=spec.enabled, settings=dict(spec.settings), filters=flt,
+                created_at=match.created_at if match else "",
+                updated_at=match.updated_at if match else "",
+            ))
+        return out
+
+    def build_filters(self, existing: Sequence[Filter], raws: Sequence[Mapping[str, Any]],
+                      where: str) -> tuple[Filter, ...]:
+        if len(raws) > filters_mod.MAX_FILTERS_PER_DESTINATION:
+            raise InvalidArgument(
+                f"{where}: at most {filters_mod.MAX_FILTERS_PER_DESTINATION} filters per "
+                f"destination, got {len(raws)}", code="too_many_filters")
+        by_title = {f.title: f for f in existing}
+        by_id = {f.id: f for f in existing}
+        out: list[Filter] = []
+        for raw in raws:
+            out.append(self.make_filter(raw, by_id, by_title))
+        return tuple(out)
+
+    def make_filter(self, raw: Mapping[str, Any], by_id: Mapping[str, Filter] | None = None,
+                    by_title: Mapping[str, Filter] | None = None) -> Filter:
+        valid = filters_mod.validate_filter(raw)
+        given_id = raw.get("id") if isinstance(raw, Mapping) else None
+        match = (by_id or {}).get(given_id) if isinstance(given_id, str) else \
+            (by_title or {}).get(valid["title"])
+        filter_id = match.id if match else (given_id if isinstance(given_id, str)
+                                            else "df_" + secrets.token_urlsafe(12))
+        return Filter(id=filter_id, if_=valid["if"], actions=tuple(valid["actions"]),
+                      title=valid["title"], description=valid.get("description") or "",
+                      enabled=bool(valid.get("enabled", True)))
+
+    @staticmethod
+    def _new_id(name: str, taken: set[str], existing: Mapping[str, Instance]) -> str:
+        base = slugify(name)
+        candidate, n = base, 1
+        while candidate in taken or candidate in existing:
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
+
+    # -- commit, compile, publish --------------------------------------------------------
+
+    @staticmethod
+    def _same(a: Sequence[Instance], b: Sequence[Instance]) -> bool:
+        def key(i: Instance) -> tuple[Any, ...]:
+            return (i.id, i.catalog_slug, i.display_name, i.connection_mode, i.enabled,
+                    orjson.dumps(i.settings, option=orjson.OPT_SORT_KEYS),
+                    tuple((f.id, f.if_, orjson.dumps(list(f.actions),
+                                                     option=orjson.OPT_SORT_KEYS),
+                           f.title, f.description, f.enabled) for f in i.filters))
+        return sorted(map(key, a)) == sorted(map(key, b))
+
+    def _commit(self, source: Source, existing: Sequence[Instance],
+                desired: list[Instance], *, revision: int | None = None
+                ) -> tuple[Bundle, bool]:
+        """Validate and store ``desired``; returns the bundle to push (inside a transaction)."""
+        for inst in desired:
+            dest = self.catalog.get(inst.catalog_slug)
+            validate_settings(dest, inst.settings, enabled=inst.enabled,
+                              where=f"destination {inst.display_name!r}")
+            if len(inst.filters) > filters_mod.MAX_FILTERS_PER_DESTINATION:
+                raise InvalidArgument(
+                    f"destination {inst.display_name!r}: at most "
+                    f"{filters_mod.MAX_FILTERS_PER_DESTINATION} filters, got {len(inst.filters)}",
+                    code="too_many_filters")
+        check_source(source, desired, self.catalog, self.limits)
+        if self._same(existing, desired) and revision is None:
+            current = self.store.current_bundle(source.id)
+            if current is not None:
+                return current, False
+        now = _rfc3339(self.clock())
+        old = {i.id: i for i in existing}
+        stamped = []
+        for inst in desired:
+            prev = old.get(inst.id)
+            unchanged = prev is not None and self._same([prev], [inst])
+            stamped.append(replace(
+                inst,
+                created_at=prev.created_at if prev else now,
+                updated_at=prev.updated_at if unchanged and prev else now,
+            ))
+        self.store.replace_instances(source.id, stamped)
+        if revision is None:
+            rev = self.store.bump_revision(source.id)
+        else:
+            self.store.set_revision(source.id, revision)
+            rev = revision
+        return self._stage(replace(source, revision=rev), stamped)
+
+    def compile(self, source: Source, instances: Sequence[Instance] | None = None) -> bytes:
+        if instances is None:
+            instances = self.store.list_instances(source.id)
+        document = compile_source(source, instances, self.catalog, self.compile_options)
+        return canonical_bytes(document)
+
+    def _stage(self, source: Source, instances: Sequence[Instance]) -> tuple[Bundle, bool]:
+        """Compile; record a new bundle version in SQLite when the bytes changed."""
+        data = self.compile(source, instances)
+        current = self.store.current_bundle(source.id)
+        if current is not None and current.json == data:
+            return current, False
+        latest = self.store.latest_bundle(source.id)
+        version = (latest.version if latest else 0) + 1
+        bundle = make_bundle(data, version=version, revision=source.revision,
+                             published_at=int(self.clock()))
+        self.store.record_bundle(source.id, bundle)
+        self.store.set_current(source.id, bundle.version)
+        self.store.prune_bundles(source.id, self.keep_versions)
+        return bundle, True
+
+    def _push(self, source: Source, bundle: Bundle, changed: bool) -> PublishResult:
+        """Write a committed bundle to Redis; a Redis failure leaves it pending, not lost."""
+        pending, error = False, ""
+        if changed or self._redis_behind(source, bundle):
+            pending, error = self._write_redis(source.write_key, bundle)
+        revision = self.store.get_source_by_write_key(source.write_key)
+        return self._result(source, bundle, changed, pending=pending, error=error,
+                            revision=revision.revision if revision else source.revision)
+
+    def _redis_behind(self, source: Source, bundle: Bundle) -> bool:
+        if self.publisher is None:
+            return False
+        try:
+            return self.publisher.current(source.write_key) != (bundle.version, bundle.etag)
+        except redis.RedisError:
+            return True
+
+    def _write_redis(self, write_key: str, bundle: Bundle) -> tuple[bool, str]:
+        if self.publisher is None:
+            return True, "no Redis configured"
+        try:
+            self.publisher.write(write_key, bundle)
+        except redis.RedisError as exc:
+            return True, f"Redis unreachable, publish pending ({exc}); run `republish --all`"
+        return False, ""
+
+    def _result(self, source: Source, bundle: Bundle, changed: bool, *, pending: bool = False,
+                error: str = "", revision: int | None = None) -> PublishResult:
+        visible = (bundle.published_at + self.propagation_seconds
+                   if self.propagation_seconds is not None else None)
+        return PublishResult(
+            write_key=source.write_key,
+            revision=source.revision if revision is None else revision,
+            version=bundle.version, etag=bundle.etag, published_at=bundle.published_at,
+            changed=changed, pending=pending, error=error, visible_everywhere_by=visible)
+
+    def publish(self, source: Source) -> PublishResult:
+        """Compile the stored configuration; publish a new version only if the bytes changed."""
+        with self._lock:
+            with self.store.transaction():
+                current = self.store.get_source_by_write_key(source.write_key) or source
+                bundle, changed = self._stage(current, self.store.list_instances(current.id))
+            return self._push(current, bundle, changed)
+
+    def republish_all(self) -> Iterator[PublishResult]:
+        """Rebuild Redis from SQLite: every source's current bundle, byte for byte."""
+        for source in self.store.all_sources():
+            yield self.publish(source)
+
+    def rollback(self, source: Source, version: int) -> PublishResult:
+        """Serve an earlier kept version again (the configuration itself is unchanged)."""
+        with self._lock:
+            with self.store.transaction():
+                bundle = self.store.get_bundle(source.id, version)
+                if bundle is None:
+                    kept = [b.version for b in self.store.list_bundles(source.id)]
+                    raise NotFound(f"version {version} of source {source.slug!r} is not kept "
+                                   f"(kept: {kept})")
+                self.store.set_current(source.id, version)
+            pending, error = False, ""
+            if self.publisher is None:
+                pending, error = True, "no Redis configured"
+            else:
+                try:
+                    self.publisher.point(source.write_key, bundle)
+                except redis.RedisError as exc:
+                    pending, error = True, f"Redis unreachable, rollback pending ({exc})"
+            return self._result(source, bundle, True, pending=pending, error=error)
+
+    def status(self, source: Source) -> dict[str, Any]:
+        """Publish status: current version, ETag, times, kept versions, Redis agreement."""
+        current = self.store.current_bundle(source.id)
+        out: dict[str, Any] = {
+            "write_key": source.write_key, "source": source.slug, "type": source.type,
+            "revision": source.revision,
+            "versions": [b.version for b in self.store.list_bundles(source.id)],
+        }
+        if current is None:
+            out["version"] = None
+            return out
+        out.update(self._result(source, current, False).to_dict())
+        out.pop("changed", None)
+        out["pending"] = self._redis_behind(source, current)
+        return out
+
+    def diff(self, source: Source) -> str:
+        """Unified diff between the served bundle and what publishing now would serve."""
+        current = self.store.current_bundle(source.id)
+        old = orjson.loads(current.json) if current else {}
+        new = orjson.loads(self.compile(source))
+        opts = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        a = orjson.dumps(old, option=opts).decode().splitlines(keepends=True)
+        b = orjson.dumps(new, option=opts).decode().splitlines(keepends=True)
+        label = f"v{current.version}" if current else "(unpublished)"
+        return "".join(difflib.unified_diff(a, b, fromfile=f"{source.slug} {label}",
+                                            tofile=f"{source.slug} (compiled now)"))

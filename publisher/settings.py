@@ -1,0 +1,104 @@
+"""The publisher's settings: one frozen object per process, read from the environment once.
+
+Every option has an environment variable, a default and a line in the README (the table comes
+from ``SETTINGS`` below, so ``--help`` and the README cannot drift apart). A bad value fails at
+start with a message naming the variable and the value.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting's value is unusable; the message names the variable and the value."""
+
+
+def _int(name: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {raw!r}")
+    return value
+
+
+def _port(name: str, raw: str) -> int:
+    value = _int(name, raw, 0)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a TCP port (0-65535), got {raw!r}")
+    return value
+
+
+def _str(name: str, raw: str) -> str:
+    return raw
+
+
+def _nonempty(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise SettingsError(f"{name} must not be empty")
+    return raw.strip()
+
+
+def _redis_url(name: str, raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise SettingsError(f"{name} must be a redis://, rediss:// or unix:// URL, got {raw!r}")
+    return raw
+
+
+# (field, variable, default, parser, description)
+SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
+    ("db_path", "PUBLISHER_DB", "settings-cdn.db", _nonempty,
+     "SQLite database file: the source of truth (WAL mode)"),
+    ("redis_url", "REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url,
+     "Redis the bundles are published to"),
+    ("host", "PUBLISHER_HOST", "127.0.0.1", _nonempty, "Config API / webhook bind address"),
+    ("port", "PUBLISHER_PORT", "8081", _port, "Config API / webhook port"),
+    ("api_host", "PUBLISHER_API_HOST", "api.segment.io/v1", _nonempty,
+     "`integrations[\"Segment.io\"].apiHost` in every bundle: where clients send events"),
+    ("keep_versions", "PUBLISHER_KEEP_VERSIONS", "10", lambda n, r: _int(n, r, 1),
+     "published versions kept per source (Redis and SQLite) for rollback"),
+    ("max_cloud_instances", "PUBLISHER_MAX_CLOUD_INSTANCES", "10", lambda n, r: _int(n, r, 1),
+     "cloud-mode instances of one destination allowed on one source"),
+    ("max_file_bytes", "PUBLISHER_MAX_FILE_BYTES", "1048576", lambda n, r: _int(n, r, 1),
+     "largest workspace file `apply` accepts"),
+    ("max_body_bytes", "PUBLISHER_MAX_BODY_BYTES", "262144", lambda n, r: _int(n, r, 1),
+     "largest Config API / webhook request body (413 above)"),
+    ("webhook_secret", "PUBLISHER_WEBHOOK_SECRET", "", _str,
+     "HMAC-SHA256 secret of `POST /hooks/config-changed` (empty: the webhook is disabled)"),
+    ("webhook_tolerance", "PUBLISHER_WEBHOOK_TOLERANCE", "300", lambda n, r: _int(n, r, 1),
+     "seconds a webhook timestamp may differ from the publisher's clock"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherSettings:
+    db_path: str = "settings-cdn.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    host: str = "127.0.0.1"
+    port: int = 8081
+    api_host: str = "api.segment.io/v1"
+    keep_versions: int = 10
+    max_cloud_instances: int = 10
+    max_file_bytes: int = 1048576
+    max_body_bytes: int = 262144
+    webhook_secret: str = ""
+    webhook_tolerance: int = 300
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PublisherSettings:
+        env = os.environ if environ is None else environ
+        values = {field: parse(var, env.get(var, default)) for field, var, default, parse, _
+                  in SETTINGS}
+        return cls(**values)
+
+
+def settings_table() -> str:
+    """The settings as a markdown table (README and ``--help`` print this)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{var}` | `{default}` | {text} |" for _, var, default, _, text in SETTINGS]
+    return "\n".join(rows)
