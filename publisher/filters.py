@@ -25,7 +25,7 @@ MAX_TITLE_CHARS = 64  # "filter name max 64"
 ACTION_TYPES = ("sample_event", "drop_event", "blacklist_fields", "whitelist_fields")
 _ALIASES = {"blocklist_fields": "blacklist_fields"}  # the docs' spelling of the same action
 FIELD_SCOPES = ("properties", "context", "traits")
-_FILTER_KEYS = frozenset({"if", "actions", "title", "description", "enabled", "name"})
+_FILTER_KEYS = frozenset({"if", "actions", "title", "description", "enabled", "name", "id"})
 _ACTION_KEYS = {
     "drop_event": frozenset({"type"}),
     "sample_event": frozenset({"type", "percent", "path"}),
@@ -149,13 +149,15 @@ def validate_filter(raw: Mapping[str, Any], *, device_mode: bool = False) -> dic
     """Check a Config API filter and return it normalized (percent as float, "all" bare).
 
     ``device_mode`` also refuses FQL functions that tsub cannot evaluate in the browser.
-    ``name`` (the resource name a GET returns) is accepted and dropped.
+    ``name`` and ``id`` (identities a GET returns; the caller assigns them) are accepted as
+    strings and dropped.
     """
     if not isinstance(raw, Mapping):
         raise InvalidArgument(f"filter must be an object, got {_type_name(raw)}")
     _unknown_keys("filter", raw, _FILTER_KEYS)
-    if "name" in raw and not isinstance(raw["name"], str):
-        raise InvalidArgument(f"filter.name must be a string, got {_type_name(raw['name'])}")
+    for key in ("name", "id"):
+        if key in raw and not isinstance(raw[key], str):
+            raise InvalidArgument(f"filter.{key} must be a string, got {_type_name(raw[key])}")
     expr = _validate_if(raw.get("if"), device_mode=device_mode)
     if "actions" not in raw:
         raise InvalidArgument("filter.actions is required")

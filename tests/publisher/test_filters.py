@@ -73,6 +73,14 @@ def test_validate_example() -> None:
     }
 
 
+def test_validate_drops_identity() -> None:
+    """The resource name and id a client echoes back are accepted and left to the caller."""
+    result = validate_filter({**EXAMPLE, "id": "df_1"})
+
+    assert "name" not in result
+    assert "id" not in result
+
+
 @pytest.mark.parametrize(("raw", "key", "expected"), [
     pytest.param(with_(if_="all"), "if", "all", id="if-all"),
     pytest.param(with_(if_="  all "), "if", "all", id="if-all-padded"),
@@ -104,6 +112,7 @@ def test_validate_normalizes(raw: dict[str, Any], key: str, expected: Any) -> No
     pytest.param(["not", "an", "object"], "filter must be an object, got list", id="not-object"),
     pytest.param(with_(colour="red"), "filter: unknown field 'colour'", id="unknown-field"),
     pytest.param(with_(name=5), "filter.name must be a string, got number", id="name-type"),
+    pytest.param(with_(id=None), "filter.id must be a string, got null", id="id-type"),
     pytest.param(with_(if_=...), "filter.if is required", id="if-missing"),
     pytest.param(with_(if_=None), "filter.if is required", id="if-null"),
     pytest.param(with_(if_=["type"]), "filter.if must be a string, got list", id="if-type"),
