@@ -415,9 +415,19 @@ class Service:
             return self._push(current, bundle, changed)
 
     def republish_all(self) -> Iterator[PublishResult]:
-        """Rebuild Redis from SQLite: every source's current bundle, byte for byte."""
+        """Rebuild Redis from SQLite: every source's current bundle, byte for byte.
+
+        This restores what was served (after a rollback, the rolled-back version); it does
+        not recompile — ``publish`` does that. A source never published is published now.
+        """
         for source in self.store.all_sources():
-            yield self.publish(source)
+            with self._lock:
+                current = self.store.current_bundle(source.id)
+                if current is None:
+                    yield self.publish(source)
+                    continue
+                pending, error = self._write_redis(source.write_key, current)
+                yield self._result(source, current, False, pending=pending, error=error)
 
     def rollback(self, source: Source, version: int) -> PublishResult:
         """Serve an earlier kept version again (the configuration itself is unchanged)."""

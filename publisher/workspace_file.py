@@ -192,14 +192,15 @@ def apply(service: Service, decl: WorkspaceDecl) -> list[tuple[str, PublishResul
                             f"source {src.slug!r}: its write key cannot change",
                             code="write_key_change")
                 existing = store.list_instances(source.id)
-                desired = service.build_instances(source, existing, src.destinations)
                 try:
+                    desired = service.build_instances(source, existing, src.destinations)
                     if created and not desired:
                         bundle, changed = service._stage(source, [])
                     else:
                         bundle, changed = service._commit(source, existing, desired)
                 except InvalidArgument as exc:
-                    exc.message = f"source {src.slug!r}: {exc.message}"
+                    if f"source {src.slug!r}" not in exc.message:
+                        exc.message = f"source {src.slug!r}: {exc.message}"
                     exc.args = (exc.message,)
                     raise
                 staged.append((source, bundle, changed))

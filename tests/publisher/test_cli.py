@@ -1,0 +1,258 @@
+"""The publisher CLI end to end: apply, publish, rollback, republish, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from edge import keyspace
+from publisher.cli import main
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "workspace.json"
+WEB_KEY = "acmeWebsiteWriteKey0001"
+SERVER_KEY = "acmeServerWriteKey00003"
+
+
+@pytest.fixture
+def env(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    db = tmp_path / "db.sqlite"
+    monkeypatch.setenv("PUBLISHER_DB", str(db))
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    return db
+
+
+def snapshot(client: redis.Redis) -> dict[bytes, Any]:
+    """Every key of the Redis database with its value (strings, hashes, sorted sets)."""
+    out: dict[bytes, Any] = {}
+    for key in sorted(client.keys("*")):
+        kind = client.type(key)
+        if kind == b"string":
+            out[key] = client.get(key)
+        elif kind == b"hash":
+            out[key] = client.hgetall(key)
+        elif kind == b"zset":
+            out[key] = client.zrange(key, 0, -1)
+    return out
+
+
+def example(tmp_path: Path, change: Any = None) -> Path:
+    doc = json.loads(EXAMPLE.read_text())
+    if change is not None:
+        change(doc)
+    path = tmp_path / "ws.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_apply_publishes_every_source(env: Path, redis_client: redis.Redis,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Applying the example workspace publishes version 1 of each of its three sources."""
+    assert main(["apply", str(EXAMPLE)]) == 0
+
+    out = capsys.readouterr().out
+    assert out.count("v1 new version") == 3
+    for key in (WEB_KEY, SERVER_KEY, "acmeIosWriteKey00000002"):
+        assert keyspace.decode_pointer(redis_client.get(keyspace.current_key(key)))[0] == 1
+
+
+def test_apply_twice_changes_nothing(env: Path, redis_client: redis.Redis,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A second apply of the same file makes no version and no revision."""
+    main(["apply", str(EXAMPLE)])
+    before = snapshot(redis_client)
+    capsys.readouterr()
+
+    assert main(["apply", str(EXAMPLE)]) == 0
+
+    out = capsys.readouterr().out
+    assert out.count("unchanged (revision 1,") == 3
+    assert snapshot(redis_client) == before
+
+
+def test_bundle_never_carries_secrets_or_cloud_settings(env: Path,
+                                                        redis_client: redis.Redis) -> None:
+    """No cloud-mode or catalog-secret value of the example reaches any published bundle."""
+    main(["apply", str(EXAMPLE)])
+
+    doc = json.loads(EXAMPLE.read_text())
+    cloud_values = [v for s in doc["sources"] for d in s["destinations"]
+                    if d["connection_mode"] == "CLOUD" for v in d["settings"].values()]
+    for key in (WEB_KEY, SERVER_KEY, "acmeIosWriteKey00000002"):
+        body = redis_client.hget(keyspace.version_key(key, 1), "json")
+        assert body is not None
+        assert b"SECRET" not in body
+        for value in cloud_values:
+            assert json.dumps(value).encode() not in body
+
+
+def test_change_rollback_and_republish_after_flush(env: Path, tmp_path: Path,
+                                                   redis_client: redis.Redis,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A change makes v2; rollback serves v1; FLUSHALL + republish restores every byte."""
+    main(["apply", str(EXAMPLE)])
+    v1 = redis_client.hgetall(keyspace.version_key(WEB_KEY, 1))
+
+    def disable_braze(doc: dict[str, Any]) -> None:
+        doc["sources"][0]["destinations"][1]["enabled"] = False
+
+    assert main(["apply", str(example(tmp_path, disable_braze))]) == 0
+    v2 = redis_client.hget(keyspace.version_key(WEB_KEY, 2), "json")
+    assert v2 is not None and b"Appboy" not in v2
+
+    assert main(["rollback", "acme/website", "1"]) == 0
+    assert keyspace.decode_pointer(redis_client.get(keyspace.current_key(WEB_KEY)))[0] == 1
+    before = snapshot(redis_client)
+
+    redis_client.flushall()
+    assert main(["republish", "--all"]) == 0
+
+    assert redis_client.hgetall(keyspace.version_key(WEB_KEY, 1)) == v1
+    restored = snapshot(redis_client)
+    for key, value in before.items():
+        if b":current" in key or b":v:1" in key:
+            assert restored[key] == value
+
+
+def test_publish_of_unchanged_source_makes_no_version(env: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`publish` on an unchanged source reports the current version as unchanged."""
+    main(["apply", str(EXAMPLE)])
+    capsys.readouterr()
+
+    assert main(["publish", WEB_KEY]) == 0
+
+    assert "v1 unchanged" in capsys.readouterr().out
+
+
+def test_show_and_diff(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`show` reports the version and visible-everywhere time; `diff` says nothing changed."""
+    main(["apply", str(EXAMPLE)])
+    capsys.readouterr()
+
+    assert main(["show", "acme/website"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == 1 and shown["write_key"] == WEB_KEY
+    assert shown["visible_everywhere_by"] >= shown["published_at"]
+
+    assert main(["diff", "acme/website"]) == 0
+    assert "no changes" in capsys.readouterr().out
+
+
+def _set(path: list[Any], value: Any) -> Any:
+    def change(doc: dict[str, Any]) -> None:
+        target: Any = doc
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+    return change
+
+
+WEB_DEST = ["sources", 0, "destinations"]
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    pytest.param(_set([*WEB_DEST, 0, "destination"], "no-such-destination"),
+                 "unknown catalog destination 'no-such-destination'", id="unknown-catalog-name"),
+    pytest.param(_set([*WEB_DEST, 0, "settings", "trackAllPages"], "yes"),
+                 "setting 'trackAllPages' of Amplitude", id="wrong-setting-type"),
+    pytest.param(_set([*WEB_DEST, 0, "settings", "noSuchSetting"], 1),
+                 "unknown setting 'noSuchSetting'", id="unknown-setting"),
+    pytest.param(_set([*WEB_DEST, 0, "settings"], {}),
+                 "required setting 'apiKey'", id="missing-required-setting"),
+    pytest.param(_set([*WEB_DEST, 0, "enabled"], "true"),
+                 "enabled must be a boolean", id="enabled-not-boolean"),
+    pytest.param(_set([*WEB_DEST, 0, "connection_mode"], "EDGE"),
+                 "connection_mode must be CLOUD or DEVICE", id="bad-mode"),
+    pytest.param(_set([*WEB_DEST, 2, "connection_mode"], "DEVICE"),
+                 "one_device_instance", id="second-device-instance"),
+    pytest.param(_set(["sources", 2, "destinations", 0, "connection_mode"], "DEVICE"),
+                 "no_device_mode_on_server", id="device-on-server"),
+    pytest.param(_set(["sources", 0, "type"], "website"), "type must be one of",
+                 id="bad-source-type"),
+    pytest.param(_set(["sources", 0, "slug"], "../etc"), "source slug", id="hostile-slug"),
+    pytest.param(_set(["sources", 0, "surprise"], 1), "unknown field 'surprise'",
+                 id="unknown-field"),
+    pytest.param(_set(["sources"], {"a": 1}), "sources must be an array", id="sources-object"),
+])
+def test_bad_workspace_file_is_refused_and_writes_nothing(
+    env: Path, tmp_path: Path, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str],
+    change: Any, needle: str,
+) -> None:
+    """A bad file exits 2 with an error naming the problem, and neither SQLite nor Redis change."""
+    bad = example(tmp_path, change)
+
+    assert main(["apply", str(bad)]) == 2
+
+    assert needle in capsys.readouterr().err
+    assert snapshot(redis_client) == {}
+    assert main(["sources"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    pytest.param(b'{"workspace": {"slug": "acme"}, "sources": [', "not valid JSON",
+                 id="truncated"),
+    pytest.param(b"\xff\xfe garbage", "not valid JSON", id="not-utf8"),
+    pytest.param(b"[]", "workspace file must be an object", id="array"),
+    pytest.param(b"{}", "workspace must be an object", id="no-workspace"),
+])
+def test_malformed_file_exits_2(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                content: bytes, needle: str) -> None:
+    """Malformed JSON gets exit status 2 and a message saying what is wrong."""
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+
+    assert main(["apply", str(path)]) == 2
+
+    assert needle in capsys.readouterr().err
+
+
+def test_oversized_file_exits_2(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A file over PUBLISHER_MAX_FILE_BYTES is refused before it is parsed."""
+    monkeypatch.setenv("PUBLISHER_MAX_FILE_BYTES", "100")
+
+    assert main(["apply", str(EXAMPLE)]) == 2
+
+    assert "PUBLISHER_MAX_FILE_BYTES" in capsys.readouterr().err
+
+
+def test_second_source_failing_rolls_back_the_first(env: Path, tmp_path: Path,
+                                                    redis_client: redis.Redis,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Apply is all-or-nothing: an error in the last source leaves the first unwritten."""
+    bad = example(tmp_path, _set(["sources", 2, "destinations", 0, "destination"], "nope"))
+
+    assert main(["apply", str(bad)]) == 2
+
+    assert "source 'backend'" in capsys.readouterr().err
+    assert redis_client.keys("*") == []
+
+
+def test_bad_setting_value_exits_2(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad environment value stops the CLI with a message naming the variable."""
+    monkeypatch.setenv("PUBLISHER_KEEP_VERSIONS", "many")
+
+    assert main(["show", "acme/website"]) == 2
+
+    assert "PUBLISHER_KEEP_VERSIONS" in capsys.readouterr().err
+
+
+def test_redis_down_keeps_change_pending(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                         redis_client: redis.Redis,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """With Redis unreachable, apply commits to SQLite, exits 1, and republish publishes later."""
+    good_url = redis_client.connection_pool.connection_kwargs
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+
+    assert main(["apply", str(EXAMPLE)]) == 1
+    assert "NOT PUBLISHED YET" in capsys.readouterr().err
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{good_url['port']}/0")
+    assert main(["republish", "--all"]) == 0
+    assert redis_client.get(keyspace.current_key(WEB_KEY)) is not None
