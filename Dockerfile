@@ -25,5 +25,5 @@ ENV EDGE_HOST=0.0.0.0 \
     PUBLISHER_DB=/data/settings-cdn.db
 VOLUME ["/data"]
 EXPOSE 8080 8081
-HEALTHCHECK --interval=10s --timeout=2s CMD ["python", "-c", "import os,urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['EDGE_PORT']}/healthz\", timeout=1)"]
+# Probes: the edge answers GET /healthz and /readyz on EDGE_PORT.
 CMD ["settings-cdn-edge"]
