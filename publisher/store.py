@@ -254,18 +254,27 @@ class Store:
     @classmethod
     def open(cls, path: str) -> Store:
         """Open (creating if needed) the database at ``path``; ``":memory:"`` for tests."""
-        conn = sqlite3.connect(
-            path,
-            isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-            check_same_thread=False,  # guarded by Store._lock
-            timeout=BUSY_TIMEOUT_MS / 1000,
-        )
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        conn.executescript(SCHEMA)
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                path,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by Store._lock
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives app crashes
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            raise InvalidArgument(
+                f"cannot open the configuration database {path!r}: {exc}",
+                code="database_unavailable",
+            ) from None
         return cls(conn)
 
     def close(self) -> None:

@@ -64,6 +64,23 @@ def test_open_uses_wal_and_foreign_keys(tmp_path: Path) -> None:
     assert fk == 1
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("missing-dir/config.db", id="missing-directory"),
+        pytest.param("not-a-db.db", id="not-a-database"),
+    ],
+)
+def test_open_bad_path_is_a_clear_error(tmp_path: Path, name: str) -> None:
+    """A path that cannot hold the database is refused with an error naming the path."""
+    (tmp_path / "not-a-db.db").write_bytes(b"this is not sqlite" * 100)
+    path = str(tmp_path / name)
+
+    with pytest.raises(InvalidArgument, match=re.escape(repr(path))) as info:
+        Store.open(path)
+    assert info.value.code == "database_unavailable"
+
+
 def test_reopen_keeps_data(tmp_path: Path) -> None:
     """Data written through one Store is there after closing and reopening the file."""
     path = str(tmp_path / "keep.db")
