@@ -1,0 +1,296 @@
+"""The edge's ASGI application: a raw fast path for the settings route, Starlette for the rest.
+
+``create_app`` builds everything lazily: the Redis client, cache and (in instant mode) the
+publish-channel subscription are opened in the Starlette lifespan and shared with every
+request through typed lifespan state; nothing happens at import. The settings route skips
+Starlette's routing and middleware: a cache hit is a dict lookup plus sending prebuilt bytes
+and a prebuilt header list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TypedDict
+
+import orjson
+import redis.asyncio as aioredis
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from edge import assets, http, propagation
+from edge.cache import BundleCache, Entry, Unavailable
+from edge.instant import Subscription
+from edge.metrics import Metrics, render
+from edge.settings import EdgeSettings
+from edge.store import Store, StoreUnavailable, make_client
+
+SETTINGS_PREFIX = "/v1/projects/"
+SETTINGS_SUFFIX = "/settings"
+_START, _END = len(SETTINGS_PREFIX), -len(SETTINGS_SUFFIX)
+
+
+@dataclass(eq=False)
+class Runtime:
+    """Everything a request needs, created by the lifespan."""
+
+    settings: EdgeSettings
+    clock: Callable[[], float]
+    client: aioredis.Redis
+    store: Store
+    cache: BundleCache
+    metrics: Metrics
+    not_found_headers: http.Headers
+    unavailable_headers: http.Headers
+    subscription: Subscription | None = None
+
+
+class State(TypedDict):
+    edge: Runtime
+
+
+@functools.lru_cache(maxsize=512)
+def _accepts_gzip(raw: bytes) -> bool:
+    # Browsers send a handful of distinct values: parse each once.
+    return http.accepts_gzip(raw.decode("latin-1"))
+
+
+async def _respond(send: Send, status: int, headers: http.Headers, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve_settings(scope: Scope, send: Send, rt: Runtime) -> None:
+    """``GET``/``HEAD``/``OPTIONS /v1/projects/{writeKey}/settings``."""
+    method = scope["method"]
+    metrics = rt.metrics
+    if method == "OPTIONS":
+        requested = None
+        for name, value in scope["headers"]:
+            if name == b"access-control-request-headers":
+                requested = value.decode("latin-1")
+        metrics.requests["settings", 204] += 1
+        return await _respond(send, 204, http.preflight_headers(requested), b"")
+    if method != "GET" and method != "HEAD":
+        metrics.requests["settings", 405] += 1
+        return await _respond(send, 405, http.method_not_allowed_headers(), b"")
+    head = method == "HEAD"
+    write_key: str = scope["path"][_START:_END]
+    if not http.valid_write_key(write_key):  # no Redis access for keys that cannot exist
+        metrics.requests["settings", 404] += 1
+        return await _respond(send, 404, [*rt.not_found_headers, (b"age", b"0")],
+                              b"" if head else http.NOT_FOUND_BODY)
+    try:
+        entry = await rt.cache.get(write_key)
+    except Unavailable:
+        metrics.requests["settings", 503] += 1
+        return await _respond(send, 503, rt.unavailable_headers,
+                              b"" if head else http.UNAVAILABLE_BODY)
+    if entry is None:
+        metrics.requests["settings", 404] += 1
+        age = str(rt.cache.not_found_age(write_key)).encode()
+        return await _respond(send, 404, [*rt.not_found_headers, (b"age", age)],
+                              b"" if head else http.NOT_FOUND_BODY)
+    await _serve_entry(scope, send, rt, entry, head)
+
+
+async def _serve_entry(scope: Scope, send: Send, rt: Runtime, entry: Entry, head: bool) -> None:
+    if_none_match = if_modified_since = accept_encoding = None
+    for name, value in scope["headers"]:
+        if name == b"accept-encoding":
+            accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
+        elif name == b"if-none-match":
+            if_none_match = value if if_none_match is None else if_none_match + b"," + value
+        elif name == b"if-modified-since":
+            if_modified_since = value
+    extra = [(b"age", str(entry.age(rt.clock())).encode())]
+    if entry.stale:
+        extra.append((http.STALE_HEADER, b"1"))
+    # RFC 9110 §13.2.2: If-None-Match is evaluated first; If-Modified-Since only without it.
+    if if_none_match is not None:
+        unchanged = http.none_match(if_none_match.decode("latin-1"), entry.etag)
+    elif if_modified_since is not None:
+        unchanged = http.not_modified_since(if_modified_since.decode("latin-1"),
+                                            entry.published_at)
+    else:
+        unchanged = False
+    if unchanged:
+        rt.metrics.requests["settings", 304] += 1
+        return await _respond(send, 304, entry.headers_304 + extra, b"")
+    rt.metrics.requests["settings", 200] += 1
+    if accept_encoding is not None and _accepts_gzip(accept_encoding):
+        await _respond(send, 200, entry.headers_gzip + extra, b"" if head else entry.gzip)
+    else:
+        await _respond(send, 200, entry.headers_identity + extra, b"" if head else entry.json)
+
+
+class EdgeApp:
+    """Dispatches the settings route to the fast path and everything else to Starlette."""
+
+    def __init__(self, app: Starlette, settings: EdgeSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rt: Runtime = scope["state"]["edge"]
+        path: str = scope["path"]
+        if path.startswith(SETTINGS_PREFIX) and path.endswith(SETTINGS_SUFFIX):
+            return await serve_settings(scope, send, rt)
+        route = "assets" if path.startswith(assets.PREFIX) else "other"
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                rt.metrics.requests[route, message["status"]] += 1
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
+
+# -- Starlette routes (not the hot path) ----------------------------------------------------
+
+
+def _json(data: object, status_code: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status_code, media_type="application/json",
+                    headers={"cache-control": "no-store"})
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok", headers={"cache-control": "no-store"})
+
+
+async def readyz(request: Request) -> Response:
+    """Ready once Redis was reached, or while bundles are held to serve; says how stale."""
+    rt: Runtime = request.state.edge
+    cache = rt.cache
+    if not cache.backing_off:
+        try:
+            await rt.store.ping()
+            cache.mark_redis_ok()
+        except StoreUnavailable:
+            cache.mark_redis_error()
+    now = rt.clock()
+    entries = list(cache.entries())
+    reached = cache.redis_ok_at is not None
+    ready = reached or bool(entries)
+    body = {
+        "ready": ready,
+        "reason": ("redis reachable" if cache.redis_up else
+                   "redis was reached before" if reached else
+                   "serving held bundles" if entries else "redis never reached, nothing held"),
+        "redis": "up" if cache.redis_up else "down",
+        "seconds_since_redis_ok": None if cache.redis_ok_at is None
+        else round(now - cache.redis_ok_at, 3),
+        "bundles": len(entries),
+        "stale_bundles": sum(1 for e in entries if e.stale),
+        "oldest_verified_seconds": max((e.age(now) for e in entries), default=0),
+        "instant_subscribed": None if rt.subscription is None else rt.subscription.up,
+    }
+    return _json(body, 200 if ready else 503)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    rt: Runtime = request.state.edge
+    text = render(
+        rt.metrics,
+        cached=((e.write_key, e.version, e.stale) for e in rt.cache.entries()),
+        negative_entries=rt.cache.negative_count(),
+        redis_up=rt.cache.redis_up,
+        subscribed=None if rt.subscription is None else rt.subscription.up,
+    )
+    return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def propagation_endpoint(request: Request) -> Response:
+    rt: Runtime = request.state.edge
+    return _json(propagation.policy(rt.settings))
+
+
+async def assets_endpoint(request: Request) -> Response:
+    rt: Runtime = request.state.edge
+    settings = rt.settings
+    if not settings.assets_dir:
+        return assets.not_found()
+    return await assets.serve(request, settings.assets_dir, settings.assets_latest_max_age)
+
+
+async def not_found_endpoint(request: Request) -> Response:
+    return PlainTextResponse(http.NOT_FOUND_BODY.decode(), status_code=404,
+                             headers={"access-control-allow-origin": "*"})
+
+
+def create_app(
+    settings: EdgeSettings | None = None,
+    *,
+    clock: Callable[[], float] | None = None,
+    redis: aioredis.Redis | None = None,
+) -> EdgeApp:
+    """The edge app. ``redis``: a client to use instead of one built from the settings (the
+    app then leaves closing it to the caller). Raises ``propagation.BudgetExceeded``."""
+    settings = settings if settings is not None else EdgeSettings.from_env()
+    propagation.check_budget(settings)
+    now = clock if clock is not None else time.monotonic
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        client = redis if redis is not None else make_client(settings)
+        store = Store(client)
+        metrics = Metrics()
+        cache = BundleCache(
+            store,
+            cache_control=http.cache_control(settings.max_age, settings.s_maxage,
+                                             settings.stale_while_revalidate,
+                                             settings.stale_if_error),
+            clock=now,
+            refresh_interval=settings.refresh_interval,
+            max_entries=settings.cache_max_entries,
+            negative_ttl=settings.negative_ttl,
+            negative_max_entries=settings.negative_max_entries,
+            retry_interval=settings.redis_retry_interval,
+            metrics=metrics,
+        )
+        rt = Runtime(
+            settings=settings, clock=now, client=client, store=store, cache=cache,
+            metrics=metrics,
+            not_found_headers=http.not_found_headers(settings.not_found_max_age),
+            unavailable_headers=http.unavailable_headers(settings.retry_after),
+        )
+        try:
+            await store.ping()
+            cache.mark_redis_ok()
+        except StoreUnavailable:
+            cache.mark_redis_error()  # start anyway: Redis may come later, readyz says so
+        task: asyncio.Task[None] | None = None
+        if settings.instant:
+            rt.subscription = Subscription(client, cache,
+                                           retry_interval=settings.redis_retry_interval)
+            task = asyncio.create_task(rt.subscription.run())
+        try:
+            yield {"edge": rt}
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if redis is None:
+                await client.aclose()
+
+    routes = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", readyz, methods=["GET", "HEAD"]),
+        Route("/metrics", metrics_endpoint, methods=["GET", "HEAD"]),
+        Route("/v1/propagation", propagation_endpoint, methods=["GET", "HEAD"]),
+        Route(assets.PREFIX + "{path:path}", assets_endpoint,
+              methods=["GET", "HEAD", "OPTIONS"]),
+        Route("/{path:path}", not_found_endpoint,
+              methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+    ]
+    return EdgeApp(Starlette(routes=routes, lifespan=lifespan), settings)

@@ -1,0 +1,263 @@
+"""The in-process bundle cache: hits cost a dict lookup, Redis is read once per key at a time.
+
+Each ``Entry`` holds a bundle's bytes with its response headers built once, when the entry is
+filled. After ``refresh_interval`` the next request re-reads only the small pointer and fetches
+bytes only when the version changed. Concurrent misses (or refreshes) of one key share a single
+read. When Redis fails, held entries keep being served, marked stale, and for
+``retry_interval`` nobody asks Redis again, so a hung Redis costs one timeout per interval, not
+one per request. Unknown keys are remembered in a separate, bounded TTL cache: a flood of bogus
+keys can neither hammer Redis nor evict real bundles. All times come from the injected clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol, Union
+
+from cachetools import LRUCache, TTLCache
+
+from edge import http
+from edge.keyspace import Envelope
+from edge.metrics import Metrics
+from edge.store import StoreUnavailable
+
+
+class BundleSource(Protocol):
+    """Where bundles come from: ``edge.store.Store`` (tests wrap it to count reads)."""
+
+    async def pointer(self, write_key: str) -> tuple[int, str] | None: ...
+
+    async def envelope(self, write_key: str, version: int) -> Envelope | None: ...
+
+
+class Unavailable(Exception):
+    """A key the edge does not hold while Redis cannot be reached: answer 503."""
+
+
+@dataclass(slots=True, eq=False)
+class Entry:
+    write_key: str
+    version: int
+    etag: str
+    published_at: int
+    json: bytes
+    gzip: bytes
+    headers_identity: http.Headers
+    headers_gzip: http.Headers
+    headers_304: http.Headers
+    checked_at: float  # clock time of the last successful check against Redis
+    fresh_until: float
+    stale: bool = False
+
+    @classmethod
+    def build(cls, env: Envelope, *, cache_control: str, now: float, refresh: float) -> Entry:
+        def headers(body: bytes, gzip: bool) -> http.Headers:
+            return http.bundle_headers(
+                write_key=env.write_key, version=env.version, etag=env.etag,
+                published_at=env.published_at, cache_control=cache_control,
+                length=len(body), gzip=gzip,
+            )
+
+        identity = headers(env.json, False)
+        gzipped = headers(env.gzip, True)
+        return cls(
+            write_key=env.write_key, version=env.version, etag=env.etag,
+            published_at=env.published_at, json=env.json, gzip=env.gzip,
+            headers_identity=identity, headers_gzip=gzipped,
+            headers_304=http.not_modified_headers(identity),
+            checked_at=now, fresh_until=now + refresh,
+        )
+
+    def age(self, now: float) -> int:
+        """Seconds since last verified, rounded up (conservative for ``Age``)."""
+        return max(0, math.ceil(now - self.checked_at))
+
+
+class _Miss(enum.Enum):
+    UNAVAILABLE = "unavailable"
+
+
+_Result = Union["Entry", _Miss, None]
+
+
+@dataclass
+class _Flight:
+    task: asyncio.Task[_Result]
+    dirty: bool = field(default=False)
+
+
+class BundleCache:
+    def __init__(
+        self,
+        source: BundleSource,
+        *,
+        cache_control: str,
+        clock: Callable[[], float],
+        refresh_interval: float,
+        max_entries: int,
+        negative_ttl: float,
+        negative_max_entries: int,
+        retry_interval: float,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.source = source
+        self.cache_control = cache_control
+        self.clock = clock
+        self.refresh_interval = refresh_interval
+        self.negative_ttl = negative_ttl
+        self.retry_interval = retry_interval
+        self.metrics = metrics or Metrics()
+        self._entries: LRUCache[str, Entry] = LRUCache(maxsize=max_entries)
+        self._negative: TTLCache[str, float] = TTLCache(
+            maxsize=negative_max_entries, ttl=max(negative_ttl, 1e-9), timer=clock
+        )
+        self._flights: dict[str, _Flight] = {}
+        self._retry_at = -math.inf
+        self.redis_ok_at: float | None = None  # clock time of the last successful read
+        self.redis_up = False
+
+    # -- the request path ----------------------------------------------------------------
+
+    async def get(self, write_key: str) -> Entry | None:
+        """The bundle to serve, ``None`` for an unknown key; raises ``Unavailable``."""
+        entry = self._entries.get(write_key)
+        now = self.clock()
+        if entry is not None:
+            if now < entry.fresh_until:
+                self.metrics.cache_hits += 1
+                return entry
+            if now < self._retry_at:
+                return self._serve_stale(entry)
+        else:
+            if write_key in self._negative:
+                self.metrics.negative_hits += 1
+                return None
+            self.metrics.cache_misses += 1
+            if now < self._retry_at:
+                self.metrics.unavailable += 1
+                raise Unavailable(write_key)
+        result = await self._join(write_key)
+        if result is _Miss.UNAVAILABLE:
+            if entry is not None:
+                return self._serve_stale(entry)
+            held = self._entries.get(write_key)  # filled meanwhile by an earlier flight?
+            if held is not None:
+                return self._serve_stale(held)
+            self.metrics.unavailable += 1
+            raise Unavailable(write_key)
+        return result
+
+    def not_found_age(self, write_key: str) -> int:
+        """Seconds since an unknown key was last confirmed unknown (``Age`` of its 404)."""
+        checked = self._negative.get(write_key)
+        return 0 if checked is None else max(0, math.ceil(self.clock() - checked))
+
+    def _serve_stale(self, entry: Entry) -> Entry:
+        entry.stale = True
+        self.metrics.stale_serves += 1
+        return entry
+
+    # -- single flight ---------------------------------------------------------------------
+
+    async def _join(self, write_key: str) -> _Result:
+        flight = self._flights.get(write_key)
+        if flight is None:
+            task = asyncio.ensure_future(self._load(write_key))
+            flight = self._flights[write_key] = _Flight(task)
+        # shield: a client that hangs up must not cancel the read others wait for
+        return await asyncio.shield(flight.task)
+
+    async def _load(self, write_key: str) -> _Result:
+        try:
+            for _ in range(2):  # a second read only when instant mode evicted us mid-flight
+                result = await self._read(write_key)
+                flight = self._flights.get(write_key)
+                if flight is None or not flight.dirty:
+                    break
+                flight.dirty = False
+            return result
+        finally:
+            self._flights.pop(write_key, None)
+
+    async def _read(self, write_key: str) -> _Result:
+        now = self.clock()  # verification instant = before the read: Age errs on the old side
+        entry = self._entries.get(write_key)
+        try:
+            pointer = await self.source.pointer(write_key)
+            if entry is not None:
+                self.metrics.cache_refreshes += 1
+            for _ in range(2):  # the version may be pruned between pointer and hash reads
+                if pointer is None:
+                    self._entries.pop(write_key, None)
+                    if self.negative_ttl > 0:
+                        self._negative[write_key] = now
+                    self._redis_ok(now)
+                    return None
+                version, etag = pointer
+                if entry is not None and entry.version == version and entry.etag == etag:
+                    entry.checked_at, entry.fresh_until = now, now + self.refresh_interval
+                    entry.stale = False
+                    self._redis_ok(now)
+                    return entry
+                envelope = await self.source.envelope(write_key, version)
+                if envelope is not None:
+                    fresh = Entry.build(
+                        envelope, cache_control=self.cache_control, now=now,
+                        refresh=self.refresh_interval,
+                    )
+                    self._entries[write_key] = fresh
+                    self._negative.pop(write_key, None)
+                    self._redis_ok(now)
+                    return fresh
+                pointer = await self.source.pointer(write_key)
+            raise StoreUnavailable(f"pointer of {write_key!r} names a missing version")
+        except StoreUnavailable:
+            self.metrics.redis_errors += 1
+            self.redis_up = False
+            self._retry_at = self.clock() + self.retry_interval
+            return _Miss.UNAVAILABLE
+
+    def _redis_ok(self, now: float) -> None:
+        self.redis_ok_at = now
+        self.redis_up = True
+
+    # -- instant mode and introspection ----------------------------------------------------
+
+    def evict(self, write_key: str) -> bool:
+        """Drop a key's copy and negative entry (a publish message named it)."""
+        flight = self._flights.get(write_key)
+        if flight is not None:
+            flight.dirty = True
+        self._negative.pop(write_key, None)
+        return self._entries.pop(write_key, None) is not None
+
+    def expire_all(self) -> None:
+        """Make every held entry re-check its pointer on next use (missed publish messages)."""
+        for entry in self._entries.values():
+            entry.fresh_until = -math.inf
+        self._negative.clear()
+
+    def mark_redis_ok(self) -> None:
+        self._redis_ok(self.clock())
+
+    def mark_redis_error(self) -> None:
+        self.metrics.redis_errors += 1
+        self.redis_up = False
+        self._retry_at = self.clock() + self.retry_interval
+
+    @property
+    def backing_off(self) -> bool:
+        return self.clock() < self._retry_at
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def negative_count(self) -> int:
+        return len(self._negative)
+
+    def entries(self) -> Iterator[Entry]:
+        return iter(list(self._entries.values()))

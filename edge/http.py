@@ -1,0 +1,247 @@
+"""HTTP semantics of the settings route in one place: pure functions over header values.
+
+Conditional requests (RFC 9110 §13), content-coding negotiation (RFC 9110 §12.5.3), the
+header sets of 200 / 304 / 404 / 503 / preflight, and the write-key syntax check. Header
+lists are ASGI-style ``list[tuple[bytes, bytes]]`` so the app can build them once per bundle
+and send them as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import formatdate, parsedate_to_datetime
+
+Headers = list[tuple[bytes, bytes]]
+
+NOT_FOUND_BODY = b"Cannot GET - Invalid path or write key provided."
+UNAVAILABLE_BODY = b"Settings are temporarily unavailable; retry shortly."
+VERSION_HEADER = b"x-settings-version"
+STALE_HEADER = b"x-settings-stale"
+# Response headers a cross-origin script may read besides the CORS-safelisted ones.
+EXPOSE = b"ETag, Age, X-Settings-Version, X-Settings-Stale"
+ALLOW = b"GET, HEAD, OPTIONS"
+
+# Write keys are URL-safe tokens; anything else cannot name a source, so it is answered 404
+# without a Redis round trip (and cannot smuggle a '{' into the Redis hash tag).
+WRITE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def valid_write_key(write_key: str) -> bool:
+    return WRITE_KEY_RE.fullmatch(write_key) is not None
+
+
+# -- If-None-Match (RFC 9110 §13.1.2) -----------------------------------------------------
+
+
+def _opaque(tag: str) -> str:
+    """Weak comparison ignores the ``W/`` prefix (RFC 9110 §8.8.3.2)."""
+    return tag[2:] if tag.startswith("W/") else tag
+
+
+def parse_entity_tags(value: str) -> list[str] | None:
+    """The entity-tags of an If-None-Match value; ``None`` means ``*``.
+
+    Parsed by scanning, not by splitting on commas: a comma is a legal etagc inside quotes
+    (RFC 9110 §8.8.3). Malformed members are skipped, so garbage matches nothing.
+    """
+    text = value.strip()
+    if text == "*":
+        return None
+    tags: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch in " \t,":
+            i += 1
+            continue
+        start = i
+        if text.startswith("W/", i):
+            i += 2
+        if i < n and text[i] == '"':
+            end = text.find('"', i + 1)
+            if end == -1:
+                break
+            tags.append(text[start : end + 1])
+            i = end + 1
+        else:  # not an entity-tag: skip to the next comma
+            comma = text.find(",", i)
+            i = n if comma == -1 else comma + 1
+    return tags
+
+
+def none_match(if_none_match: str, etag: str) -> bool:
+    """True when the condition is *false*, i.e. the client's copy is current: answer 304.
+
+    ``*`` matches any current representation; otherwise any listed tag weakly equal to
+    ``etag`` matches (RFC 9110 §13.1.2: GET/HEAD then get 304 Not Modified).
+    """
+    tags = parse_entity_tags(if_none_match)
+    if tags is None:
+        return True
+    mine = _opaque(etag)
+    return any(_opaque(tag) == mine for tag in tags)
+
+
+def not_modified_since(if_modified_since: str, last_modified: int) -> bool:
+    """True when If-Modified-Since shows the client's copy is current (RFC 9110 §13.1.3).
+
+    Only consulted without If-None-Match; an invalid date is ignored (the condition is false).
+    """
+    try:
+        since = parsedate_to_datetime(if_modified_since).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return False
+    return last_modified <= since
+
+
+# -- Accept-Encoding (RFC 9110 §12.5.3) -----------------------------------------------------
+
+
+def _qvalue(params: list[str]) -> float | None:
+    q = 1.0
+    for param in params:
+        name, _, raw = param.partition("=")
+        if name.strip().lower() == "q":
+            try:
+                q = float(raw.strip())
+            except ValueError:
+                return None
+            if not 0.0 <= q <= 1.0:
+                return None
+    return q
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether to send the stored gzip bytes.
+
+    gzip (or its alias x-gzip) is acceptable when listed with q > 0, or covered by ``*`` with
+    q > 0 and not listed itself; ``q=0`` means "not acceptable". It loses only to an identity
+    listed with a higher q. A missing header is answered with identity: the RFC allows any
+    coding then, but a client that says nothing (curl, scripts) is best served plain.
+    Malformed members are ignored.
+    """
+    if not accept_encoding:
+        return False
+    gzip_q: float | None = None
+    star_q: float | None = None
+    identity_q: float | None = None
+    for member in accept_encoding.split(","):
+        coding, *params = member.split(";")
+        coding = coding.strip().lower()
+        q = _qvalue(params)
+        if q is None or not coding:
+            continue
+        if coding in ("gzip", "x-gzip"):
+            gzip_q = q if gzip_q is None else max(gzip_q, q)
+        elif coding == "*":
+            star_q = q
+        elif coding == "identity":
+            identity_q = q
+    if gzip_q is None:
+        gzip_q = star_q
+    if not gzip_q:
+        return False
+    return identity_q is None or gzip_q >= identity_q
+
+
+# -- header sets ----------------------------------------------------------------------------
+
+
+def cache_control(max_age: int, s_maxage: int, swr: int, sie: int) -> str:
+    return (
+        f"public, max-age={max_age}, s-maxage={s_maxage}, "
+        f"stale-while-revalidate={swr}, stale-if-error={sie}"
+    )
+
+
+def http_date(timestamp: int) -> str:
+    return formatdate(timestamp, usegmt=True)
+
+
+def bundle_headers(
+    *,
+    write_key: str,
+    version: int,
+    etag: str,
+    published_at: int,
+    cache_control: str,
+    length: int,
+    gzip: bool,
+) -> Headers:
+    """The 200 headers of one bundle variant (``Age`` and the stale marker are added per
+    request)."""
+    headers: Headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(length).encode()),
+        (b"etag", etag.encode()),
+        (b"last-modified", http_date(published_at).encode()),
+        (b"cache-control", cache_control.encode()),
+        (b"vary", b"Accept-Encoding"),
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-expose-headers", EXPOSE),
+        (b"surrogate-key", write_key.encode()),
+        (VERSION_HEADER, str(version).encode()),
+    ]
+    if gzip:
+        headers.insert(1, (b"content-encoding", b"gzip"))
+    return headers
+
+
+# RFC 9110 §15.4.5: a 304 carries the fields a 200 would have sent among Content-Location,
+# Date, ETag, Vary, Cache-Control and Expires, and otherwise only metadata that guides cache
+# updates: Age (RFC 9111 §4.3.4 freshens the stored copy with it, see edge.propagation) and the
+# CORS grant a browser needs on a revalidated cross-origin response. Date comes from the server.
+NOT_MODIFIED_KEEP = frozenset(
+    {b"cache-control", b"content-location", b"etag", b"expires", b"vary",
+     b"access-control-allow-origin"}
+)
+
+
+def not_modified_headers(headers: Headers) -> Headers:
+    return [(name, value) for name, value in headers if name in NOT_MODIFIED_KEEP]
+
+
+def not_found_headers(max_age: int) -> Headers:
+    return [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(NOT_FOUND_BODY)).encode()),
+        (b"cache-control", f"public, max-age={max_age}".encode()),
+        (b"access-control-allow-origin", b"*"),
+    ]
+
+
+def unavailable_headers(retry_after: int) -> Headers:
+    return [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(UNAVAILABLE_BODY)).encode()),
+        (b"cache-control", b"no-store"),
+        (b"retry-after", str(retry_after).encode()),
+        (b"access-control-allow-origin", b"*"),
+    ]
+
+
+_TOKEN_LIST_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*")
+
+
+def preflight_headers(request_headers: str | None) -> Headers:
+    """CORS preflight answer (Fetch standard §3.2.3): any origin, our methods, and the
+    request headers the browser asked for when they are a valid token list."""
+    headers: Headers = [
+        (b"access-control-allow-origin", b"*"),
+        (b"access-control-allow-methods", ALLOW),
+        (b"access-control-max-age", b"86400"),
+        (b"allow", ALLOW),
+        (b"content-length", b"0"),
+        (b"vary", b"Access-Control-Request-Headers"),
+    ]
+    if request_headers and _TOKEN_LIST_RE.fullmatch(request_headers.strip()):
+        headers.insert(2, (b"access-control-allow-headers", request_headers.strip().encode()))
+    return headers
+
+
+def method_not_allowed_headers() -> Headers:
+    return [
+        (b"allow", ALLOW),
+        (b"content-length", b"0"),
+        (b"access-control-allow-origin", b"*"),
+    ]

@@ -1,0 +1,100 @@
+"""EdgeSettings: every option from the environment, with defaults, validated at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.settings import OPTIONS, EdgeSettings, SettingsError, settings_table
+
+
+def test_defaults_when_environment_is_empty() -> None:
+    """An empty environment gives the documented defaults."""
+    settings = EdgeSettings.from_env({})
+
+    assert settings == EdgeSettings()
+    assert (settings.host, settings.port, settings.propagation_budget) == ("127.0.0.1", 8080, 1800)
+    assert settings.instant is False
+    assert settings.assets_dir == ""
+
+
+def test_every_variable_is_read(tmp_path: Path) -> None:
+    """Each variable sets its field, parsed to the field's type."""
+    env = {
+        "EDGE_HOST": "0.0.0.0", "EDGE_PORT": "9000", "EDGE_WORKERS": "2",
+        "EDGE_LOG_LEVEL": "WARNING", "REDIS_URL": "redis://10.0.0.1:6380/2",
+        "EDGE_REDIS_TIMEOUT": "0.1", "EDGE_REDIS_CONNECT_TIMEOUT": "0.2",
+        "EDGE_REDIS_MAX_CONNECTIONS": "8", "EDGE_REDIS_RETRY_INTERVAL": "2.5",
+        "EDGE_REFRESH_INTERVAL": "15", "EDGE_CACHE_MAX_ENTRIES": "50",
+        "EDGE_NEGATIVE_TTL": "0", "EDGE_NEGATIVE_MAX_ENTRIES": "7",
+        "EDGE_NOT_FOUND_MAX_AGE": "3", "EDGE_MAX_AGE": "30", "EDGE_S_MAXAGE": "120",
+        "EDGE_STALE_WHILE_REVALIDATE": "10", "EDGE_STALE_IF_ERROR": "600",
+        "EDGE_RETRY_AFTER": "9", "EDGE_PROPAGATION_BUDGET": "900",
+        "EDGE_CACHES_HONOUR_AGE": "yes", "EDGE_INSTANT": "true",
+        "EDGE_ASSETS_DIR": str(tmp_path), "EDGE_ASSETS_LATEST_MAX_AGE": "60",
+    }
+    assert set(env) == {o.env for o in OPTIONS}  # the test covers every option
+
+    settings = EdgeSettings.from_env(env)
+
+    assert settings == EdgeSettings(
+        host="0.0.0.0", port=9000, workers=2, log_level="warning",
+        redis_url="redis://10.0.0.1:6380/2", redis_timeout=0.1, redis_connect_timeout=0.2,
+        redis_max_connections=8, redis_retry_interval=2.5, refresh_interval=15.0,
+        cache_max_entries=50, negative_ttl=0.0, negative_max_entries=7, not_found_max_age=3,
+        max_age=30, s_maxage=120, stale_while_revalidate=10, stale_if_error=600,
+        retry_after=9, propagation_budget=900, caches_honour_age=True, instant=True,
+        assets_dir=str(tmp_path), assets_latest_max_age=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        pytest.param({"EDGE_PORT": "eighty"}, "EDGE_PORT='eighty' is invalid: expected an integer",
+                     id="port-not-int"),
+        pytest.param({"EDGE_PORT": "70000"}, "EDGE_PORT=70000 is invalid: must be a TCP port",
+                     id="port-range"),
+        pytest.param({"EDGE_REFRESH_INTERVAL": "0"}, "EDGE_REFRESH_INTERVAL=0.0 is invalid",
+                     id="refresh-zero"),
+        pytest.param({"EDGE_REDIS_TIMEOUT": "-1"}, "EDGE_REDIS_TIMEOUT=-1.0 is invalid",
+                     id="negative-timeout"),
+        pytest.param({"EDGE_MAX_AGE": "1.5"}, "EDGE_MAX_AGE='1.5' is invalid: expected an integer",
+                     id="max-age-float"),
+        pytest.param({"EDGE_INSTANT": "maybe"},
+                     "EDGE_INSTANT='maybe' is invalid: expected a boolean", id="bool"),
+        pytest.param({"REDIS_URL": "http://x"}, "REDIS_URL='http://x' is invalid: must start with",
+                     id="redis-scheme"),
+        pytest.param({"EDGE_ASSETS_DIR": "/no/such/dir"},
+                     "EDGE_ASSETS_DIR='/no/such/dir' is invalid: is not a directory", id="assets"),
+        pytest.param({"EDGE_LOG_LEVEL": "loud"}, "EDGE_LOG_LEVEL='loud' is invalid: must be one of",
+                     id="log-level"),
+        pytest.param({"EDGE_CACHE_MAX_ENTRIES": "0"}, "EDGE_CACHE_MAX_ENTRIES=0 is invalid",
+                     id="cache-size"),
+    ],
+)
+def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -> None:
+    """A bad value raises SettingsError naming the variable and the value."""
+    with pytest.raises(SettingsError) as caught:
+        EdgeSettings.from_env(env)
+
+    assert message in str(caught.value)
+
+
+def test_empty_value_means_default() -> None:
+    """An empty variable counts as unset."""
+    assert EdgeSettings.from_env({"EDGE_PORT": "  "}).port == 8080
+
+
+def test_settings_table_lists_every_variable_with_its_default() -> None:
+    """settings_table() has one markdown row per option, default included."""
+    table = settings_table()
+    rows = table.strip().splitlines()
+
+    assert rows[0] == "| variable | default | meaning |"
+    assert len(rows) == 2 + len(OPTIONS)
+    assert "| `EDGE_PROPAGATION_BUDGET` | `1800` |" in table
+    assert "| `EDGE_INSTANT` | `false` |" in table
+    assert "| `EDGE_REFRESH_INTERVAL` | `30` |" in table
+    assert "| `EDGE_ASSETS_DIR` | `(unset)` |" in table
