@@ -8,6 +8,7 @@ missing program fails with the command that installs it, never a skip.
 from __future__ import annotations
 
 import functools
+import http.client
 import http.server
 import os
 import pwd
@@ -18,7 +19,9 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.services import free_port, wait_for_port
@@ -39,6 +42,27 @@ def require_program(path: str, install_hint: str) -> str:
     if not found:
         raise RuntimeError(f"{path} not found: {install_hint}")
     return found
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+def fetch(url: str, headers: Mapping[str, str] | None = None, timeout: float = 5.0) -> Reply:
+    """One GET on a fresh connection, with exactly the request headers given."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    try:
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", path, headers=dict(headers or {}))
+        response = conn.getresponse()
+        body = response.read()
+        return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body)
+    finally:
+        conn.close()
 
 
 class Process:
@@ -113,7 +137,7 @@ class Edge:
             **os.environ,
             "EDGE_HOST": "127.0.0.1",
             "EDGE_PORT": str(self.port),
-            "EDGE_REDIS_URL": redis_url,
+            "REDIS_URL": redis_url,
             "EDGE_ASSETS_DIR": str(assets_dir),
             **env,
         }
