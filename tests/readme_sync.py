@@ -1,0 +1,95 @@
+"""The parts of README.md generated from code, and the check that they are current.
+
+Each ``<!-- name -->`` … ``<!-- /name -->`` block in the README is owned by a function here.
+``python -m tests.readme_sync --write`` rewrites them; ``tests/test_readme.py`` compares.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def publisher_settings() -> str:
+    from publisher.settings import settings_table
+
+    return settings_table()
+
+
+def edge_settings() -> str:
+    from edge.settings import settings_table
+
+    return settings_table()
+
+
+def propagation() -> str:
+    from edge.propagation import policy
+    from edge.settings import EdgeSettings
+
+    p = policy(EdgeSettings.from_env({}))
+    t, life = p["terms"], p["lifetimes"]
+    return "\n".join([
+        "A published change reaches a page only after every cache between Redis and the page",
+        "has let go of the old bundle. The edge names each layer's lifetime and computes the",
+        "worst case (`edge/propagation.py`; `GET /v1/propagation` shows the live policy):",
+        "",
+        "```text",
+        p["formula"],
+        "```",
+        "",
+        "With the defaults (computed by the program):",
+        "",
+        "| layer | lifetime | term |",
+        "|---|---|---|",
+        f"| edge in-process cache | `EDGE_REFRESH_INTERVAL` = {life['edge_refresh_interval']:g} s "
+        f"| E = {t['edge']:g} s |",
+        f"| shared caches (CDN, nginx) | `EDGE_S_MAXAGE` = {life['s_maxage']} s + "
+        f"`EDGE_STALE_WHILE_REVALIDATE` = {life['stale_while_revalidate']} s | S = {t['shared']} s |",
+        f"| browser cache | `EDGE_MAX_AGE` = {life['max_age']} s + "
+        f"`EDGE_STALE_WHILE_REVALIDATE` | B = {t['browser']} s |",
+        f"| **worst case** | | **{p['worst_case_seconds']} s** "
+        f"(budget {p['budget_seconds']} s) |",
+        "",
+        "The edge refuses to start when the worst case exceeds `EDGE_PROPAGATION_BUDGET`",
+        "(default 30 minutes) and names the settings at fault. Every publish reports",
+        "`visible_everywhere_by` = `published_at` + the worst case (CLI `show`, the Config API's",
+        "publish status). `EDGE_INSTANT=true` subscribes the edge to `sc:published` and evicts a",
+        "replaced bundle at once, so E = 0. The edge sends `Age` (seconds since it last verified",
+        "its copy against Redis); with `EDGE_CACHES_HONOUR_AGE=true` (every cache honours `Age`,",
+        "RFC 9111 §4.2.3) the terms no longer add up and the bound is their maximum.",
+        f"`stale-if-error` ({life['stale_if_error']} s) is outside the bound: it applies only while",
+        "an origin fails. Responses carry `Surrogate-Key: <writeKey>`, so a CDN that supports",
+        "surrogate keys can purge one source after a publish (e.g. a hook that calls the CDN's",
+        "purge-by-key API with the write key from the `sc:published` message).",
+    ])
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "settings:publisher": publisher_settings,
+    "settings:edge": edge_settings,
+    "propagation": propagation,
+}
+
+
+def render(text: str) -> str:
+    for name, func in BLOCKS.items():
+        start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+        block = f"{start}\n{func()}\n{end}"
+        pattern = re.compile(re.escape(start) + r"(?:.*?" + re.escape(end) + r")?", re.S)
+        text, n = pattern.subn(lambda _m, b=block: b, text, count=1)
+        if n != 1:
+            raise SystemExit(f"README.md has no {start} marker")
+    return text
+
+
+if __name__ == "__main__":
+    current = README.read_text()
+    wanted = render(current)
+    if "--write" in sys.argv:
+        README.write_text(wanted)
+    elif wanted != current:
+        raise SystemExit("README.md is out of date: run scripts/sync-readme")
