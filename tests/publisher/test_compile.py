@@ -336,6 +336,23 @@ def test_disabled_filters_add_no_routing_rules() -> None:
     assert doc["middlewareSettings"] == {}
 
 
+def test_enabled_device_filters_become_routing_rules() -> None:
+    """Enabled filters of device-mode instances become rules named by the integrations key."""
+    drop = Filter(id="f-1", if_='event = "Secret Event"', actions=({"type": "drop_event"},),
+                  title="drop secret event")
+    instances = [instance("braze-1", "braze", settings={"apiKey": "k", "datacenter": "us"},
+                          filters=(drop,)),
+                 instance("mp-1", "mixpanel", "CLOUD", settings={"token": "t"},
+                          filters=(drop,))]
+
+    doc = compile_source(source(), instances, CATALOG)
+
+    rules = doc["middlewareSettings"]["routingRules"]
+    assert [(r["destinationName"], r["transformers"]) for r in rules] == [
+        ("Appboy", [[{"type": "drop"}]])]
+    assert rules[0]["matchers"][0]["config"] == {"expr": 'event = "Secret Event"'}
+
+
 def _walk(value: Any) -> list[Any]:
     found = [value]
     if isinstance(value, dict):
