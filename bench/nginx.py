@@ -1,0 +1,151 @@
+"""nginx as the reference and as the production front: static files and ``proxy_cache``.
+
+One nginx process tree (one worker) with two servers. The *static* server serves every
+bundle as a file — ``settings`` and its precompressed ``settings.gz`` (``gzip_static``) —
+with the edge's headers: ETag (nginx's own, from the file), Last-Modified (file mtime = the
+publish time), Cache-Control and the version header as the edge sends them, CORS, and
+``Vary: Accept-Encoding``. That is what a user would otherwise deploy: one JSON file per write
+key behind a plain web server. The *proxy* server is nginx ``proxy_cache`` in front of the
+edge, as a CDN node would be.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.dataset import Published, settings_path
+
+NOT_FOUND_BODY = "Cannot GET - Invalid path or write key provided."
+
+
+def nginx_etag(mtime: int, size: int) -> str:
+    """The ETag nginx derives from a file: ``"<mtime hex>-<size hex>"``."""
+    return f'"{mtime:x}-{size:x}"'
+
+
+def write_files(root: Path, bundles: Iterable[Published]) -> dict[str, str]:
+    """Write ``<root>/v1/projects/<wk>/settings{,.gz}``; returns each key's nginx gzip ETag."""
+    etags: dict[str, str] = {}
+    for b in bundles:
+        directory = root / settings_path(b.write_key).lstrip("/")
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        plain, packed = directory, directory.with_name("settings.gz")
+        plain.write_bytes(b.json)
+        packed.write_bytes(b.gzip)
+        for f in (plain, packed):
+            os.utime(f, (b.published_at, b.published_at))
+        etags[b.write_key] = nginx_etag(b.published_at, len(b.gzip))
+    return etags
+
+
+def write_version_map(path: Path, bundles: Iterable[Published]) -> None:
+    with path.open("w") as out:
+        for b in bundles:
+            out.write(f"{settings_path(b.write_key)} {b.version};\n")
+
+
+@dataclass(frozen=True)
+class NginxLayout:
+    workdir: Path
+    root: Path  # static files
+    static_port: int
+    proxy_port: int
+    edge_port: int
+    cache_control: str
+    not_found_cache_control: str
+    version_header: str
+
+    @property
+    def conf(self) -> Path:
+        return self.workdir / "nginx.conf"
+
+
+def render(layout: NginxLayout, extra_headers: Mapping[str, str] | None = None) -> str:
+    w = layout.workdir
+    adds = "\n".join(f'            add_header {k} "{v}";'
+                     for k, v in (extra_headers or {}).items())
+    return f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {w}/nginx.pid;
+error_log {w}/nginx-error.log warn;
+events {{ worker_connections 8192; use epoll; }}
+http {{
+    access_log off;
+    server_tokens off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    open_file_cache max=250000 inactive=600s;
+    open_file_cache_valid 3600s;
+    open_file_cache_errors on;
+    types {{ }}
+    default_type application/json;
+    client_body_temp_path {w}/ngx-tmp/body;
+    proxy_temp_path {w}/ngx-tmp/proxy;
+    fastcgi_temp_path {w}/ngx-tmp/fastcgi;
+    uwsgi_temp_path {w}/ngx-tmp/uwsgi;
+    scgi_temp_path {w}/ngx-tmp/scgi;
+    map_hash_max_size 1048576;
+    map_hash_bucket_size 128;
+    map $uri $settings_version {{
+        default "";
+        include {w}/versions.map;
+    }}
+    proxy_cache_path {w}/ngx-cache levels=1:2 keys_zone=settings:64m max_size=4g
+                     inactive=1h use_temp_path=off;
+    upstream edge {{
+        server 127.0.0.1:{layout.edge_port};
+        keepalive 64;
+    }}
+
+    server {{
+        listen 127.0.0.1:{layout.static_port} backlog=4096;
+        root {layout.root};
+        location /v1/projects/ {{
+            gzip_static on;
+            gzip_vary on;
+            add_header Cache-Control "{layout.cache_control}";
+            add_header Access-Control-Allow-Origin "*";
+            add_header {layout.version_header} $settings_version;
+{adds}
+            error_page 404 = @unknown;
+        }}
+        location @unknown {{
+            default_type text/plain;
+            add_header Cache-Control "{layout.not_found_cache_control}" always;
+            add_header Access-Control-Allow-Origin "*" always;
+            return 404 "{NOT_FOUND_BODY}";
+        }}
+        location / {{ return 404; }}
+    }}
+
+    server {{
+        listen 127.0.0.1:{layout.proxy_port} backlog=4096;
+        location / {{
+            proxy_pass http://edge;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache settings;
+            proxy_cache_revalidate on;
+            proxy_cache_lock on;
+            proxy_cache_background_update on;
+            proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}
+    }}
+}}
+"""
+
+
+def write_config(layout: NginxLayout, extra_headers: Mapping[str, str] | None = None) -> Path:
+    for sub in ("ngx-tmp", "ngx-cache"):
+        (layout.workdir / sub).mkdir(parents=True, exist_ok=True)
+    layout.conf.write_text(render(layout, extra_headers))
+    return layout.conf

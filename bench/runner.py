@@ -1,0 +1,266 @@
+"""``bench/run``: every phase of the benchmark, bounded in time, on processes it owns.
+
+Phases: seed (SQLite -> ``republish --all`` -> Redis, timed), files for nginx, the three
+servers (edge, nginx, ASGI limit) on the server core with ``wrk`` on the other, interleaved
+rounds per scenario, nginx ``proxy_cache`` hits, the cold path, the edge's memory with every
+bundle cached, and the Config API write -> edge latency. The orchestrator itself is pinned to
+the load core so it never takes CPU from the server it measures.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import redis
+
+from bench import nginx as ngx
+from bench import seed, servers
+from bench.dataset import Published, settings_path, unknown_key
+from bench.limit import write_bundle_file
+from bench.procs import (
+    Proc,
+    Processes,
+    cores,
+    free_port,
+    require_tool,
+    rss_bytes,
+    wait_for_port,
+)
+from bench.report import Results, Run
+from bench.wrk import run as run_wrk
+
+RESULTS_DIR = Path(__file__).parent / "results"
+PHASES = ("http", "proxy", "cold", "memory", "api")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    sources: int = 10_000  # hot set served in the HTTP scenarios
+    total_sources: int = 100_000  # republished, cold pool, memory test
+    duration: float = 4.0  # seconds per wrk run
+    rounds: int = 3
+    connections: int = 64
+    latency_connections: int = 8
+    unknown_keys: int = 50_000
+    changes: int = 200  # Config API writes per mode
+    phases: tuple[str, ...] = PHASES
+    republish_timeout: float = 300.0
+    results_dir: Path = RESULTS_DIR
+    command: str = ""
+    log: Callable[[str], None] = field(default=print)
+
+
+@dataclass
+class Setup:
+    cfg: BenchConfig
+    work: Path
+    procs: Processes
+    server_core: int | None
+    load_core: int | None
+    redis_url: str
+    results: Results = field(default_factory=Results)
+
+
+def _wrk(s: Setup, scenario: str, target: str, proc: Proc, script: str, args: list[str], *,
+         connections: int | None = None, rnd: int = 0, record: bool = True,
+         duration: float | None = None, marker: Path | None = None) -> None:
+    result = run_wrk(f"http://127.0.0.1:{proc.port}", script, args,
+                     connections=connections or s.cfg.connections,
+                     duration=duration or s.cfg.duration, core=s.load_core, server=proc,
+                     server_core=s.server_core, marker=marker)
+    if record:
+        s.results.runs.append(Run(scenario, target, rnd, result))
+    tag = f"{scenario} r{rnd + 1}" if record else f"{scenario} (warm-up)"
+    s.cfg.log(f"  {tag:<22} {target:<12} {result.rps:>10,.0f} req/s  p50 {result.p50_ms:6.2f} "
+              f"ms  p99 {result.p99_ms:6.2f} ms  {result.bytes_per_request:6,.0f} B/resp  "
+              f"server {result.server_cpu:4.0%}  wrk {result.wrk_cpu:4.0%}")
+
+
+def _load(s: Setup, proc: Proc, keyfile: Path, name: str) -> None:
+    """Request every key of ``keyfile`` once (wrk stops after one pass)."""
+    marker = s.work / f"{name}.done"
+    marker.unlink(missing_ok=True)
+    _wrk(s, f"load {name}", "", proc, "walk.lua", [str(keyfile), str(marker)], record=False,
+         duration=120, marker=marker)
+
+
+def _seed(s: Setup) -> list[Published]:
+    cfg, x = s.cfg, s.results.extra
+    client = redis.Redis.from_url(s.redis_url)
+    keys = seed.bench_keys(cfg.total_sources)
+    t0 = time.perf_counter()
+    db = s.work / "publisher.db"
+    seed.populate_store(db, cfg.total_sources)
+    x["store_fill_seconds"] = time.perf_counter() - t0
+    cfg.log(f"seed: {cfg.total_sources:,} sources in SQLite in {x['store_fill_seconds']:.1f} s")
+    seconds = seed.republish_all(db, s.redis_url, s.work / "republish.log", core=s.server_core,
+                                 timeout=cfg.republish_timeout)
+    x.update(republish_sources=cfg.total_sources, republish_seconds=seconds,
+             republish_rate=cfg.total_sources / seconds)
+    cfg.log(f"seed: republish --all of {cfg.total_sources:,} sources: {seconds:.1f} s "
+            f"({cfg.total_sources / seconds:,.0f} sources/s)")
+    published = seed.read_back(client, keys)
+    client.close()
+    sizes = sorted(len(p.json) for p in published)
+    x.update(json_bytes_median=statistics.median(sizes), json_bytes_min=sizes[0],
+             json_bytes_max=sizes[-1],
+             gzip_bytes_median=statistics.median(len(p.gzip) for p in published))
+    return published
+
+
+def run(cfg: BenchConfig) -> Results:
+    server_core, load_core = cores()
+    if load_core is not None:
+        os.sched_setaffinity(0, {load_core})
+    work = Path(tempfile.mkdtemp(prefix="sc-bench-"))
+    work.chmod(0o755)  # nginx workers run as an unprivileged user and must read the files
+    procs = Processes(work)
+    rport = free_port()
+    s = Setup(cfg, work, procs, server_core, load_core, f"redis://127.0.0.1:{rport}/0")
+    x = s.results.extra
+    x.update(server_core=server_core, load_core=load_core, workdir=str(work),
+             loadavg_start=Path("/proc/loadavg").read_text().split()[:3])
+    started = time.monotonic()
+    try:
+        # Redis shares the load core: the edge's cold path waits on it but does not pay its CPU.
+        redis_bin = os.environ.get("REDIS_SERVER_BIN") or require_tool(
+            "redis-server", "apt-get install redis-server (or set REDIS_SERVER_BIN)")
+        procs.start("redis", [redis_bin,
+                              "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(work)],
+                    port=rport, core=load_core)
+        published = _seed(s)
+        _http(s, published)
+        if "memory" in cfg.phases:
+            _memory(s, published)
+        if "api" in cfg.phases:
+            from bench.propagation import measure
+
+            measure(s)
+    finally:
+        procs.stop_all()
+        x["seconds_total"] = time.monotonic() - started
+        x["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    return s.results
+
+
+def _http(s: Setup, published: list[Published]) -> None:
+    cfg, procs, w = s.cfg, s.procs, s.work
+    hot = published[:cfg.sources]
+    cold = published[cfg.sources:] or hot
+    unknown = [unknown_key(i) for i in range(cfg.unknown_keys)]
+    sample = sorted(hot, key=lambda p: len(p.json))[len(hot) // 2]
+    s.results.extra.update(limit_bundle_json=len(sample.json), limit_bundle_gzip=len(sample.gzip))
+
+    t0 = time.perf_counter()
+    nginx_etags = ngx.write_files(w / "www", published)
+    ngx.write_version_map(w / "versions.map", published)
+    cfg.log(f"files: {len(published):,} bundles for nginx in {time.perf_counter() - t0:.1f} s")
+
+    edge_env = {"EDGE_CACHE_MAX_ENTRIES": str(len(published) + 1_000)}
+    edge = servers.start_edge(procs, redis_url=s.redis_url, core=s.server_core, env=edge_env)
+    seen = servers.probe_edge(edge, sample, unknown[0])
+    write_bundle_file(w / "limit.json", body=sample.gzip, headers=seen.ok, etag=sample.etag)
+    limit = servers.start_limit(procs, w / "limit.json", core=s.server_core)
+    servers.probe_reference("asgi-limit", limit, sample, sample.etag, None)
+
+    standard = {"content-type", "content-encoding", "etag", "last-modified", "vary",
+                "cache-control", "access-control-allow-origin", seen.version_header}
+    layout = ngx.NginxLayout(workdir=w, root=w / "www", static_port=free_port(),
+                             proxy_port=free_port(), edge_port=edge.port,
+                             cache_control=seen.cache_control,
+                             not_found_cache_control=seen.not_found_cache_control,
+                             version_header=seen.version_header)
+    conf = ngx.write_config(layout, {k: v for k, v in seen.ok if k not in standard})
+    nginx = procs.start("nginx", [require_tool("nginx", "apt-get install nginx-light"),
+                                  "-c", str(conf), "-p", str(w), "-e", str(w / "nginx.log")],
+                        port=layout.static_port, core=s.server_core)
+    wait_for_port(layout.proxy_port, proc=nginx.popen, name="nginx proxy")
+    servers.probe_reference("nginx", nginx, sample, nginx_etags[sample.write_key], unknown[0])
+
+    def keys(name: str, rows: list[tuple[str, str]]) -> Path:
+        return seed.write_key_file(w / f"{name}.tsv", rows)
+
+    files = {
+        "edge": keys("hot-edge", [(settings_path(p.write_key), p.etag) for p in hot]),
+        "nginx": keys("hot-nginx", [(settings_path(p.write_key), nginx_etags[p.write_key])
+                                    for p in hot]),
+        "asgi-limit": keys("hot-limit", [(settings_path(p.write_key), sample.etag)
+                                         for p in hot]),
+    }
+    cold_file = keys("cold", [(settings_path(p.write_key), "") for p in cold])
+    unknown_file = keys("unknown", [(settings_path(k), "") for k in unknown])
+    targets = {"edge": edge, "nginx": nginx, "asgi-limit": limit}
+
+    if "http" in cfg.phases:
+        _load(s, edge, files["edge"], "edge-hot")
+        plan = [("hot-200", "hot.lua", None, list(targets)),
+                ("304", "revalidate.lua", None, list(targets)),
+                ("latency-8c", "hot.lua", cfg.latency_connections, list(targets)),
+                ("unknown", "unknown.lua", None, ["edge", "nginx"])]
+        for scenario, script, conns, names in plan:
+            cfg.log(f"scenario {scenario}")
+            for rnd in range(-1, cfg.rounds):  # round -1: a short unrecorded warm-up
+                for name in names:
+                    args = [str(unknown_file)] if scenario == "unknown" else [str(files[name])]
+                    _wrk(s, scenario, name, targets[name], script, args, connections=conns,
+                         rnd=rnd, record=rnd >= 0, duration=1 if rnd < 0 else None)
+    if "proxy" in cfg.phases:
+        cfg.log("scenario proxy-hit (nginx proxy_cache in front of the edge)")
+        proxy = Proc("nginx-proxy", nginx.popen, layout.proxy_port, nginx.log)
+        _load(s, proxy, files["edge"], "proxy")
+        hit = servers.get(proxy.port, settings_path(sample.write_key))
+        servers.expect(hit.headers.get("x-cache-status") == "HIT", "nginx-proxy: a cache HIT",
+                       hit)
+        for rnd in range(cfg.rounds):
+            _wrk(s, "proxy-hit", "nginx-proxy", proxy, "hot.lua", [str(files["edge"])], rnd=rnd)
+            _wrk(s, "proxy-hit", "nginx", nginx, "hot.lua", [str(files["nginx"])], rnd=rnd)
+    if "cold" in cfg.phases:
+        cfg.log(f"scenario cold ({len(cold):,} keys the edge has not cached)")
+        for rnd in range(cfg.rounds):
+            procs.stop(edge)  # a fresh edge: nothing cached
+            edge = servers.start_edge(procs, redis_url=s.redis_url, core=s.server_core,
+                                      env=edge_env)
+            _wrk(s, "cold", "edge", edge, "walk.lua", [str(cold_file)], rnd=rnd)
+            _wrk(s, "cold", "nginx", nginx, "walk.lua", [str(cold_file)], rnd=rnd)
+            done = s.results.runs[-2].result.requests
+            if done > len(cold):
+                s.results.notes.append(f"cold round {rnd + 1}: {done:,} requests over "
+                                       f"{len(cold):,} cold keys — some were hits")
+    procs.stop(edge)
+    procs.stop(limit)
+    procs.stop(nginx)
+
+
+def _memory(s: Setup, published: list[Published]) -> None:
+    cfg, x = s.cfg, s.results.extra
+    cfg.log(f"memory: edge RSS with {len(published):,} bundles cached")
+    edge = servers.start_edge(s.procs, redis_url=s.redis_url, core=s.server_core, env={
+        "EDGE_CACHE_MAX_ENTRIES": str(len(published) + 1_000)}, name="edge-memory")
+    servers.get(edge.port, settings_path(published[0].write_key))
+    x["rss_empty_bytes"] = rss_bytes(edge.pid)
+    all_keys = seed.write_key_file(s.work / "all.tsv",
+                                   [(settings_path(p.write_key), "") for p in published])
+    _load(s, edge, all_keys, "memory")
+    x.update(rss_bytes=rss_bytes(edge.pid), rss_bundles=len(published),
+             held_bytes=sum(len(p.json) + len(p.gzip) for p in published))
+    cfg.log(f"  RSS {x['rss_empty_bytes'] / 2**20:.0f} MiB empty, {x['rss_bytes'] / 2**20:.0f} "
+            f"MiB with {len(published):,} bundles of {x['held_bytes'] / 2**20:.0f} MiB "
+            "(json + gzip)")
+    s.procs.stop(edge)
+
+
+def main_log(stream: TextIO = sys.stdout) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    return log

@@ -1,0 +1,143 @@
+"""Putting the data set where the servers read it: SQLite, Redis, and files for nginx.
+
+The normal path is the production one: the sources go into the publisher's SQLite store and
+``settings-cdn-publisher republish --all`` compiles and publishes every one of them (that run
+is also the republish measurement); the bench then reads the published bundles back from
+Redis. ``publish_direct`` compiles with the same code and writes the same keys in pipelined
+batches — for when only bundles, not a store, are wanted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import redis
+
+from bench.dataset import MAX_JSON, MIN_JSON, Published, SourceFactory, compiled, write_key
+from edge import keyspace
+
+
+def populate_store(db_path: Path, n: int, factory: SourceFactory | None = None) -> None:
+    """Create workspace ``bench`` with sources ``0..n-1`` and their instances (no publish).
+
+    The schema comes from ``Store.open`` and the workspace from the Store API; the rows are
+    bulk-inserted with ``executemany`` in one transaction, because the Store API's checks per
+    row (~1 ms a source) would cost minutes at 100,000 sources. The smoke test reads the
+    sources back through the Store API, so a schema change breaks it loudly.
+    """
+    import random
+    import sqlite3
+
+    import orjson
+
+    from publisher.store import Store, now_rfc3339
+
+    factory = factory or SourceFactory()
+    with Store.open(str(db_path)) as store:
+        ws = store.create_workspace("bench", "Bench")
+    now = now_rfc3339()
+    conn = sqlite3.connect(str(db_path), isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        sources: list[tuple[object, ...]] = []
+        instances: list[tuple[object, ...]] = []
+        for i in range(n):
+            spec = factory.build(i, random.Random(-1 - i).randint(MIN_JSON, MAX_JSON))
+            src = spec.source
+            sources.append((i + 1, ws.id, src.slug, src.name, "web", src.write_key, now, now))
+            instances.extend(
+                (i + 1, inst.id, inst.catalog_slug, inst.display_name,
+                 inst.display_name.casefold(), inst.connection_mode, int(inst.enabled),
+                 orjson.dumps(inst.settings).decode(), now, now)
+                for inst in spec.instances)
+        conn.executemany(
+            "INSERT INTO sources (id, workspace_id, slug, name, type, write_key, revision,"
+            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)", sources)
+        conn.executemany(
+            "INSERT INTO destinations (source_id, id, catalog_slug, display_name, display_key,"
+            " connection_mode, enabled, settings, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", instances)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def republish_all(db_path: Path, redis_url: str, log: Path, *, core: int | None,
+                  timeout: float) -> float:
+    """Run ``settings-cdn-publisher republish --all``; returns its wall time in seconds."""
+    from bench.procs import pinned
+
+    env = {**os.environ, "PUBLISHER_DB": str(db_path), "REDIS_URL": redis_url}
+    script = Path(sys.executable).with_name("settings-cdn-publisher")
+    command = [str(script)] if script.exists() else [
+        sys.executable, "-c", "import sys; from publisher.cli import main; sys.exit(main())"]
+    argv = pinned([*command, "republish", "--all"], core)
+    started = time.perf_counter()
+    with log.open("ab") as out:
+        done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"republish --all exited with {done.returncode}\n{tail}")
+    return elapsed
+
+
+def publish_direct(client: redis.Redis, n: int, *, published_at: int,
+                   batch: int = 500) -> list[Published]:
+    """Compile sources ``0..n-1`` and write their version-1 keys in pipelined batches."""
+    out: list[Published] = []
+    pipe = client.pipeline(transaction=False)
+    for count, (_, p) in enumerate(compiled(n, published_at=published_at), start=1):
+        env = keyspace.Envelope(p.write_key, p.version, p.json, p.gzip, p.etag,
+                                p.published_at, 1)
+        pipe.hset(keyspace.version_key(p.write_key, p.version),
+                  mapping=env.to_hash())  # type: ignore[arg-type]
+        pipe.zadd(keyspace.versions_key(p.write_key), {str(p.version): p.version})
+        pipe.set(keyspace.current_key(p.write_key), keyspace.encode_pointer(p.version, p.etag))
+        out.append(p)
+        if count % batch == 0:
+            pipe.execute()
+    pipe.execute()
+    return out
+
+
+def read_back(client: redis.Redis, keys: Sequence[str], batch: int = 1000) -> list[Published]:
+    """The current bundle of every key, as the edge would read it (pointer, then hash)."""
+    result: list[Published] = []
+    for start in range(0, len(keys), batch):
+        chunk = keys[start:start + batch]
+        pipe = client.pipeline(transaction=False)
+        for k in chunk:
+            pipe.get(keyspace.current_key(k))
+        pointers = pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        for k, raw in zip(chunk, pointers, strict=True):
+            if raw is None:
+                raise RuntimeError(f"source {k} was not published (no {keyspace.current_key(k)})")
+            version, _ = keyspace.decode_pointer(raw)
+            pipe.hmget(keyspace.version_key(k, version), list(keyspace.FIELDS))
+        for k, values in zip(chunk, pipe.execute(), strict=True):
+            env = keyspace.Envelope.from_fields(k, values)
+            if env is None:
+                raise RuntimeError(f"source {k}: current version hash missing")
+            result.append(Published(k, env.version, env.etag, env.published_at, env.json,
+                                    env.gzip))
+    return result
+
+
+def bench_keys(n: int) -> list[str]:
+    return [write_key(i) for i in range(n)]
+
+
+def write_key_file(path: Path, rows: Iterable[tuple[str, str]]) -> Path:
+    """A Lua key file: ``<path>\\t<etag>`` per line."""
+    with path.open("w") as out:
+        for p, etag in rows:
+            out.write(f"{p}\t{etag}\n")
+    return path
