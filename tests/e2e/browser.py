@@ -45,8 +45,10 @@ class Browser:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stderr: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
-        threading.Thread(target=self._pump_stderr, daemon=True).start()
+        self.pumps = [threading.Thread(target=self._pump, daemon=True),
+                      threading.Thread(target=self._pump_stderr, daemon=True)]
+        for pump in self.pumps:
+            pump.start()
         hello = self._read(timeout)
         if not hello.get("ready"):
             self.close()
@@ -100,6 +102,11 @@ class Browser:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
+        for pump in self.pumps:
+            pump.join(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
     def __enter__(self) -> Browser:
         return self
