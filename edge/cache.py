@@ -190,7 +190,7 @@ class BundleCache:
             pointer = await self.source.pointer(write_key)
             if entry is not None:
                 self.metrics.cache_refreshes += 1
-            for _ in range(2):  # the version may be pruned between pointer and hash reads
+            for attempt in range(2):  # the version may be pruned between pointer and hash reads
                 if pointer is None:
                     self._entries.pop(write_key, None)
                     if self.negative_ttl > 0:
@@ -213,7 +213,8 @@ class BundleCache:
                     self._negative.pop(write_key, None)
                     self._redis_ok(now)
                     return fresh
-                pointer = await self.source.pointer(write_key)
+                if attempt == 0:
+                    pointer = await self.source.pointer(write_key)
             raise StoreUnavailable(f"pointer of {write_key!r} names a missing version")
         except StoreUnavailable:
             self.metrics.redis_errors += 1

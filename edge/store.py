@@ -3,8 +3,8 @@
 Reads go through ``edge.keyspace`` so publisher and edge agree on every key. Every Redis
 failure — refused, reset, timed out, or data the keyspace cannot parse — becomes
 ``StoreUnavailable``, which the cache answers by serving the copy it already holds. The
-client is built with short socket timeouts and no retries: a slow Redis must cost a request
-at most one timeout, and the cache (not redis-py) decides when to try again.
+client is built with short socket timeouts and no retry on timeouts: a slow Redis must cost a
+request at most one timeout, and the cache (not redis-py) decides when to try again.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import cast
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from edge import keyspace
@@ -31,7 +32,9 @@ def make_client(settings: EdgeSettings) -> aioredis.Redis:
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_connect_timeout,
         max_connections=settings.redis_max_connections,
-        retry=Retry(NoBackoff(), 0),
+        # one immediate retry on a refused/reset connection only: it reconnects a pooled
+        # connection broken by a Redis restart; timeouts are never retried
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=0,
     )
 

@@ -1,0 +1,296 @@
+"""BundleCache against a real redis-server, with an injected clock and counted reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from edge.cache import BundleCache, Unavailable
+from edge.keyspace import Envelope
+from edge.store import Store, StoreUnavailable
+from tests.edge.helpers import ManualClock, document, publish, unpublish
+
+pytestmark = pytest.mark.anyio
+
+
+class CountingSource:
+    """The real Store, counting pointer and envelope reads (and able to fail on demand)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.pointers = 0
+        self.envelopes = 0
+        self.gate: anyio.Event | None = None  # when set, reads wait for it (to overlap misses)
+        self.fail = False
+
+    async def pointer(self, write_key: str) -> tuple[int, str] | None:
+        self.pointers += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise StoreUnavailable("test: redis down")
+        return await self.store.pointer(write_key)
+
+    async def envelope(self, write_key: str, version: int) -> Envelope | None:
+        self.envelopes += 1
+        return await self.store.envelope(write_key, version)
+
+
+@pytest.fixture
+async def source(redis_url: str) -> AsyncIterator[CountingSource]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield CountingSource(Store(client))
+    await client.aclose()
+
+
+def make_cache(source: CountingSource, clock: ManualClock, **overrides: float) -> BundleCache:
+    options: dict[str, float] = {
+        "refresh_interval": 30.0, "max_entries": 100, "negative_ttl": 5.0,
+        "negative_max_entries": 10, "retry_interval": 1.0,
+    }
+    options.update(overrides)
+    return BundleCache(
+        source, cache_control="public, max-age=60", clock=clock,
+        refresh_interval=options["refresh_interval"], max_entries=int(options["max_entries"]),
+        negative_ttl=options["negative_ttl"],
+        negative_max_entries=int(options["negative_max_entries"]),
+        retry_interval=options["retry_interval"],
+    )
+
+
+async def test_hit_within_refresh_interval_reads_nothing(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """Within the refresh interval a held bundle is served without any Redis read."""
+    env = publish(redis_client, "wk1")
+    clock = ManualClock()
+    cache = make_cache(source, clock)
+
+    first = await cache.get("wk1")
+    clock.advance(29.9)
+    second = await cache.get("wk1")
+
+    assert first is second
+    assert first is not None and first.json == env.json and first.gzip == env.gzip
+    assert (source.pointers, source.envelopes) == (1, 1)
+    assert cache.metrics.cache_hits == 1
+
+
+async def test_refresh_reads_only_the_pointer_when_unchanged(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """After the interval only the pointer is re-read, and the same entry is re-verified."""
+    publish(redis_client, "wk1")
+    clock = ManualClock()
+    cache = make_cache(source, clock)
+    first = await cache.get("wk1")
+
+    clock.advance(30.0)
+    again = await cache.get("wk1")
+
+    assert again is first
+    assert again is not None and again.checked_at == clock.now and again.age(clock.now) == 0
+    assert (source.pointers, source.envelopes) == (2, 1)
+
+
+async def test_refresh_fetches_bytes_when_version_changed(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """A moved pointer makes the refresh fetch the new version's bytes."""
+    publish(redis_client, "wk1")
+    clock = ManualClock()
+    cache = make_cache(source, clock)
+    await cache.get("wk1")
+    new = publish(redis_client, "wk1", document("wk1", Amplitude={"apiKey": "x"}), version=2)
+
+    clock.advance(10)
+    still_old = await cache.get("wk1")
+    clock.advance(20)
+    fresh = await cache.get("wk1")
+
+    assert still_old is not None and still_old.version == 1
+    assert fresh is not None and (fresh.version, fresh.json) == (2, new.json)
+    assert (source.pointers, source.envelopes) == (2, 2)
+
+
+async def test_concurrent_misses_share_one_read(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """Fifty concurrent misses of one key cause one pointer read and one envelope read."""
+    publish(redis_client, "wk1")
+    cache = make_cache(source, ManualClock())
+    source.gate = anyio.Event()
+    results: list[object] = []
+
+    async def fetch() -> None:
+        results.append(await cache.get("wk1"))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(50):
+            tg.start_soon(fetch)
+        await anyio.wait_all_tasks_blocked()
+        source.gate.set()
+
+    assert len(results) == 50 and len({id(r) for r in results}) == 1
+    assert (source.pointers, source.envelopes) == (1, 1)
+
+
+async def test_concurrent_refreshes_share_one_read(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """Concurrent requests for an expired entry cause a single pointer re-read."""
+    publish(redis_client, "wk1")
+    clock = ManualClock()
+    cache = make_cache(source, clock)
+    await cache.get("wk1")
+    clock.advance(31)
+    source.gate = anyio.Event()
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(20):
+            tg.start_soon(cache.get, "wk1")
+        await anyio.wait_all_tasks_blocked()
+        source.gate.set()
+
+    assert source.pointers == 2
+
+
+async def test_unknown_key_is_cached_negatively_for_its_ttl(source: CountingSource) -> None:
+    """An unknown key is read once, answered from memory until its TTL, then read again."""
+    clock = ManualClock()
+    cache = make_cache(source, clock, negative_ttl=5.0)
+
+    assert await cache.get("nope") is None
+    clock.advance(4.9)
+    assert await cache.get("nope") is None
+    assert source.pointers == 1
+    assert cache.not_found_age("nope") == 5
+    clock.advance(0.2)
+    assert await cache.get("nope") is None
+    assert source.pointers == 2
+
+
+async def test_negative_cache_is_bounded_and_spares_bundles(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """A flood of bogus keys stays within its own bound and never evicts a real bundle."""
+    publish(redis_client, "real")
+    clock = ManualClock()
+    cache = make_cache(source, clock, max_entries=2, negative_max_entries=10)
+    await cache.get("real")
+
+    for i in range(500):
+        assert await cache.get(f"bogus{i}") is None
+
+    assert cache.negative_count() == 10
+    assert len(cache) == 1
+    reads = source.pointers
+    assert await cache.get("real") is not None
+    assert source.pointers == reads  # still a hit
+
+
+async def test_bundle_cache_is_bounded(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """At most max_entries bundles are held; the least recently used goes first."""
+    for wk in ("a", "b", "c"):
+        publish(redis_client, wk)
+    cache = make_cache(source, ManualClock(), max_entries=2)
+
+    for wk in ("a", "b", "a", "c"):
+        await cache.get(wk)
+
+    assert sorted(e.write_key for e in cache.entries()) == ["a", "c"]
+
+
+async def test_publish_of_a_negatively_cached_key_is_seen_after_ttl(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """A first publish becomes visible once the negative entry expires."""
+    clock = ManualClock()
+    cache = make_cache(source, clock)
+    assert await cache.get("late") is None
+    publish(redis_client, "late")
+
+    clock.advance(5.0)
+    entry = await cache.get("late")
+
+    assert entry is not None and entry.version == 1
+
+
+async def test_deleted_source_becomes_unknown_after_refresh(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """When the pointer disappears the held bundle is dropped at the next refresh."""
+    publish(redis_client, "gone")
+    clock = ManualClock()
+    cache = make_cache(source, clock)
+    await cache.get("gone")
+    unpublish(redis_client, "gone")
+
+    clock.advance(30)
+
+    assert await cache.get("gone") is None
+    assert len(cache) == 0
+
+
+async def test_failure_serves_stale_and_backs_off(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """A failed refresh serves the held copy marked stale and skips Redis for retry_interval."""
+    publish(redis_client, "wk1")
+    clock = ManualClock()
+    cache = make_cache(source, clock, retry_interval=1.0)
+    await cache.get("wk1")
+    source.fail = True
+    clock.advance(31)
+
+    stale = await cache.get("wk1")
+    reads = source.pointers
+    again = await cache.get("wk1")
+    with pytest.raises(Unavailable):
+        await cache.get("never-seen")
+
+    assert stale is not None and stale.stale and again is stale
+    assert source.pointers == reads  # backing off: no new read
+    assert cache.metrics.stale_serves == 2 and cache.metrics.redis_errors == 1
+    source.fail = False
+    clock.advance(1.0)
+    recovered = await cache.get("wk1")
+    assert recovered is not None and not recovered.stale
+
+
+async def test_pruned_version_is_re_resolved(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """If the pointed-to hash vanished, the pointer is re-read once before giving up."""
+    publish(redis_client, "wk1")
+    redis_client.delete("sc:{wk1}:v:1")
+    cache = make_cache(source, ManualClock())
+
+    with pytest.raises(Unavailable):
+        await cache.get("wk1")
+
+    assert (source.pointers, source.envelopes) == (2, 2)
+
+
+async def test_evict_drops_entry_and_negative_result(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """evict() (instant mode) forgets a key's copy and its negative entry at once."""
+    publish(redis_client, "wk1")
+    cache = make_cache(source, ManualClock())
+    await cache.get("wk1")
+    await cache.get("nope")
+    publish(redis_client, "wk1", document("wk1", X={}), version=2)
+
+    assert cache.evict("wk1") is True
+    cache.evict("nope")
+    entry = await cache.get("wk1")
+
+    assert entry is not None and entry.version == 2
+    assert cache.negative_count() == 0

@@ -1,0 +1,76 @@
+"""Instant mode: a publish message on the channel drops the edge's copy at once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import redis
+from starlette.testclient import TestClient
+
+from edge.app import create_app
+from edge.settings import EdgeSettings
+from tests.edge.helpers import ManualClock, document, publish
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    """Poll a condition the edge's background task makes true (no timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_publish_message_evicts_before_refresh_interval(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """With EDGE_INSTANT the new version is served right after the publish message, with the
+    clock still inside the refresh interval."""
+    publish(redis_client, "wk1")
+    clock = ManualClock()
+    app = create_app(EdgeSettings(redis_url=redis_url, instant=True), clock=clock)
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").json()["instant_subscribed"], "subscription")
+        first = client.get("/v1/projects/wk1/settings")
+        assert first.headers["x-settings-version"] == "1"
+
+        publish(redis_client, "wk1", document("wk1", Amplitude={}), version=2, announce=True)
+        wait_until(
+            lambda: "edge_instant_evictions_total 1" in client.get("/metrics").text, "eviction"
+        )
+        second = client.get("/v1/projects/wk1/settings")
+
+    assert second.headers["x-settings-version"] == "2"
+    assert clock.now == 1000.0  # no refresh interval elapsed
+
+
+def test_without_instant_the_old_copy_stays_until_refresh(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Without instant mode a publish is seen only after the refresh interval."""
+    publish(redis_client, "wk1")
+    clock = ManualClock()
+    with TestClient(create_app(EdgeSettings(redis_url=redis_url), clock=clock)) as client:
+        client.get("/v1/projects/wk1/settings")
+        publish(redis_client, "wk1", document("wk1", Amplitude={}), version=2, announce=True)
+
+        before = client.get("/v1/projects/wk1/settings")
+        clock.advance(30)
+        after = client.get("/v1/projects/wk1/settings")
+
+    assert before.headers["x-settings-version"] == "1"
+    assert after.headers["x-settings-version"] == "2"
+
+
+def test_first_publish_clears_negative_entry(redis_url: str, redis_client: redis.Redis) -> None:
+    """In instant mode a first publish also ends the key's cached 404 at once."""
+    clock = ManualClock()
+    app = create_app(EdgeSettings(redis_url=redis_url, instant=True), clock=clock)
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").json()["instant_subscribed"], "subscription")
+        assert client.get("/v1/projects/newkey/settings").status_code == 404
+
+        publish(redis_client, "newkey", announce=True)
+        wait_until(lambda: client.get("/v1/projects/newkey/settings").status_code == 200,
+                   "first publish visible")
