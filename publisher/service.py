@@ -476,3 +476,243 @@ class Service:
         label = f"v{current.version}" if current else "(unpublished)"
         return "".join(difflib.unified_diff(a, b, fromfile=f"{source.slug} {label}",
                                             tofile=f"{source.slug} (compiled now)"))
+
+    # -- single-resource writes (Config API) and the webhook -------------------------------
+    # Each is a ``mutate``: the whole desired set still goes through the same validation,
+    # rules and transaction; these only say how one resource changes within it.
+
+    def add_instance(self, source: Source, spec: InstanceSpec,
+                     copy_from: Instance | None = None) -> tuple[Instance, PublishResult]:
+        """Connect a new instance; ``copy_from`` (same catalog destination) lends its settings."""
+        made: list[str] = []
+
+        def change(existing: list[Instance]) -> list[Instance]:
+            dest = self.catalog.get(spec.destination)
+            if spec.connection_mode not in CONNECTION_MODES:
+                raise InvalidArgument(
+                    f"connection_mode must be CLOUD or DEVICE, got {spec.connection_mode!r}",
+                    code="invalid_connection_mode")
+            name = default_display_name(dest, existing, spec.display_name)
+            self._check_name_free(existing, name, None)
+            settings = dict(spec.settings)
+            if copy_from is not None:
+                if copy_from.catalog_slug != dest.slug:
+                    raise InvalidArgument(
+                        f"copy_settings_from: instance {copy_from.id!r} is a "
+                        f"{copy_from.catalog_slug} instance, not {dest.slug}; settings can only "
+                        "be copied between instances of the same catalog destination",
+                        code="copy_settings_mismatch")
+                settings = {**copy_from.settings, **settings}
+            inst_id = self._new_id(name, set(), {i.id: i for i in existing})
+            flt = self._device_filters(spec.connection_mode, (), spec.filters or [])
+            made.append(inst_id)
+            return [*existing, Instance(
+                id=inst_id, catalog_slug=dest.slug, display_name=name,
+                connection_mode=spec.connection_mode,  # type: ignore[arg-type]
+                enabled=spec.enabled, settings=settings, filters=flt)]
+
+        with self._lock:
+            result = self.mutate(source, change)
+            return self.instance(source, made[0]), result
+
+    def update_instance(self, source: Source, instance_id: str, fields: Mapping[str, Any],
+                        settings_patch: Mapping[str, Any] | None = None
+                        ) -> tuple[Instance, PublishResult]:
+        """Change the given fields (display_name, enabled, connection_mode, settings).
+
+        ``settings_patch`` sets the settings it names on top of the current ones (``None``
+        removes one), as a Config API ``config`` update does.
+        """
+
+        def change(existing: list[Instance]) -> list[Instance]:
+            out = []
+            found = False
+            for inst in existing:
+                if inst.id != instance_id:
+                    out.append(inst)
+                    continue
+                found = True
+                new = replace(inst, **{k: v for k, v in fields.items()
+                                       if k in ("display_name", "enabled", "settings")})
+                if settings_patch is not None:
+                    merged = {**new.settings, **settings_patch}
+                    new = replace(new, settings={k: v for k, v in merged.items()
+                                                 if v is not None})
+                if "connection_mode" in fields:
+                    mode = fields["connection_mode"]
+                    if mode not in CONNECTION_MODES:
+                        raise InvalidArgument(
+                            f"connection_mode must be CLOUD or DEVICE, got {mode!r}",
+                            code="invalid_connection_mode")
+                    new = replace(new, connection_mode=mode)
+                    if mode == "DEVICE":
+                        for f in new.filters:
+                            filters_mod.validate_filter(filter_dict(f), device_mode=True)
+                if "display_name" in fields:
+                    self._check_name_free(existing, new.display_name, inst.id)
+                out.append(new)
+            if not found:
+                raise NotFound(f"destination {instance_id!r} not found on source "
+                               f"{source.slug!r}")
+            return out
+
+        with self._lock:
+            result = self.mutate(source, change)
+            return self.instance(source, instance_id), result
+
+    def delete_instance(self, source: Source, instance_id: str) -> PublishResult:
+        def change(existing: list[Instance]) -> list[Instance]:
+            kept = [i for i in existing if i.id != instance_id]
+            if len(kept) == len(existing):
+                raise NotFound(f"destination {instance_id!r} not found on source "
+                               f"{source.slug!r}")
+            return kept
+
+        return self.mutate(source, change)
+
+    def add_filter(self, source: Source, instance_id: str,
+                   raw: Mapping[str, Any]) -> tuple[Filter, PublishResult]:
+        made: list[Filter] = []
+
+        def change(flt: tuple[Filter, ...], inst: Instance) -> tuple[Filter, ...]:
+            if len(flt) >= filters_mod.MAX_FILTERS_PER_DESTINATION:
+                raise InvalidArgument(
+                    f"destination {inst.display_name!r} already has "
+                    f"{filters_mod.MAX_FILTERS_PER_DESTINATION} filters, the limit",
+                    code="too_many_filters")
+            new = self._device_filters(inst.connection_mode, (), [raw])[0]
+            if any(f.title == new.title for f in flt):
+                raise AlreadyExists(f"destination {inst.display_name!r} already has a filter "
+                                    f"titled {new.title!r}", code="duplicate_title")
+            new = replace(new, id="df_" + secrets.token_urlsafe(12))
+            made.append(new)
+            return (*flt, new)
+
+        with self._lock:
+            result = self._mutate_filters(source, instance_id, change)
+            return made[0], result
+
+    def update_filter(self, source: Source, instance_id: str, filter_id: str,
+                      fields: Mapping[str, Any]) -> tuple[Filter, PublishResult]:
+        """Change the given fields (``if``, ``actions``, ``title``, ``description``, ...)."""
+        made: list[Filter] = []
+
+        def change(flt: tuple[Filter, ...], inst: Instance) -> tuple[Filter, ...]:
+            old = self._filter(flt, inst, filter_id)
+            raw = {**filter_dict(old), **fields}
+            new = replace(self._device_filters(inst.connection_mode, (), [raw])[0], id=old.id)
+            made.append(new)
+            return tuple(new if f.id == filter_id else f for f in flt)
+
+        with self._lock:
+            result = self._mutate_filters(source, instance_id, change)
+            return made[0], result
+
+    def delete_filter(self, source: Source, instance_id: str, filter_id: str) -> PublishResult:
+        def change(flt: tuple[Filter, ...], inst: Instance) -> tuple[Filter, ...]:
+            self._filter(flt, inst, filter_id)
+            return tuple(f for f in flt if f.id != filter_id)
+
+        return self._mutate_filters(source, instance_id, change)
+
+    def apply_webhook(self, workspace_slug: str, source_slug: str, source_type: str | None,
+                      specs: Sequence[InstanceSpec], *, revision: int, event_id: str,
+                      render: Callable[[Source, PublishResult], dict[str, Any]]
+                      ) -> tuple[int, dict[str, Any], bool]:
+        """Apply a control plane's desired set once per ``event_id``, newest revision only.
+
+        Returns ``(status, body, duplicate)``. The event record, the source (created when
+        ``source_type`` is given and it does not exist), the instances and the bundle row are
+        one transaction; a refused change records nothing, so the sender may fix and resend.
+        """
+        with self._lock:
+            with self.store.transaction():
+                seen = self.store.get_webhook_event(event_id)
+                if seen is not None:
+                    return seen.status, seen.response, True
+                ws = self.workspace(workspace_slug)
+                source = self.store.get_source(ws.id, source_slug)
+                if source is None and source_type is None:
+                    raise NotFound(f"source {source_slug!r} not found in workspace "
+                                   f"{workspace_slug!r} (send 'type' to create it)")
+                if source is None:
+                    check_slug("source", source_slug)
+                    if source_type not in SOURCE_TYPES:
+                        raise InvalidArgument(
+                            f"type must be one of {', '.join(SOURCE_TYPES)}, got "
+                            f"{source_type!r}", code="invalid_source_type")
+                    source = self.store.create_source(ws.id, source_slug, source_slug,
+                                                      source_type)
+                elif source_type is not None and source_type != source.type:
+                    raise InvalidArgument(
+                        f"source {source_slug!r} is a {source.type} source, the event says "
+                        f"{source_type!r} (a source's type cannot change)",
+                        code="source_type_change")
+                if revision <= source.revision:
+                    body: dict[str, Any] = {
+                        "status": "ignored", "event_id": event_id,
+                        "reason": f"revision {revision} is not newer than the stored revision "
+                                  f"{source.revision}",
+                        "revision": source.revision}
+                    self.store.record_webhook_event(event_id, source.id, 200, body)
+                    return 200, body, False
+                existing = self.store.list_instances(source.id)
+                desired = self.build_instances(source, existing, specs)
+                for inst in desired:
+                    if inst.connection_mode == "DEVICE":
+                        for f in inst.filters:
+                            filters_mod.validate_filter(filter_dict(f), device_mode=True)
+                bundle, changed = self._commit(source, existing, desired, revision=revision)
+                source = replace(source, revision=revision)
+                result = self._result(source, bundle, changed, revision=revision)
+                body = {"status": "applied", "event_id": event_id, **render(source, result)}
+                self.store.record_webhook_event(event_id, source.id, 200, body)
+            pushed = self._push(source, bundle, changed)
+            if pushed.pending:
+                body = {**body, **render(source, pushed)}
+            return 200, body, False
+
+    # -- helpers of the single-resource writes ---------------------------------------------
+
+    def _check_name_free(self, existing: Sequence[Instance], name: str,
+                         own_id: str | None) -> None:
+        key = name.strip().casefold()
+        for inst in existing:
+            if inst.id != own_id and inst.display_name.strip().casefold() == key:
+                raise AlreadyExists(
+                    f"display name {name.strip()!r} is already used by destination {inst.id!r} "
+                    f"on this source [duplicate_display_name: display names are unique on a "
+                    f"source (case-insensitive)]", code="duplicate_display_name")
+
+    def _device_filters(self, mode: str, existing: Sequence[Filter],
+                        raws: Sequence[Mapping[str, Any]]) -> tuple[Filter, ...]:
+        """``build_filters``, refusing FQL a browser cannot run when the instance is device-mode."""
+        if mode == "DEVICE":
+            for raw in raws:
+                filters_mod.validate_filter(raw, device_mode=True)
+        return self.build_filters(existing, raws, "destination")
+
+    @staticmethod
+    def _filter(flt: Sequence[Filter], inst: Instance, filter_id: str) -> Filter:
+        for f in flt:
+            if f.id == filter_id:
+                return f
+        raise NotFound(f"filter {filter_id!r} not found on destination {inst.id!r}")
+
+    def _mutate_filters(self, source: Source, instance_id: str,
+                        change: Callable[[tuple[Filter, ...], Instance], tuple[Filter, ...]]
+                        ) -> PublishResult:
+        def apply(existing: list[Instance]) -> list[Instance]:
+            for n, inst in enumerate(existing):
+                if inst.id == instance_id:
+                    existing[n] = replace(inst, filters=change(inst.filters, inst))
+                    return existing
+            raise NotFound(f"destination {instance_id!r} not found on source {source.slug!r}")
+
+        return self.mutate(source, apply)
+
+
+def filter_dict(f: Filter) -> dict[str, Any]:
+    """A filter in Config API shape (without its resource name)."""
+    return {"id": f.id, "if": f.if_, "actions": [dict(a) for a in f.actions], "title": f.title,
+            "description": f.description, "enabled": f.enabled}

@@ -72,6 +72,8 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
      "HMAC-SHA256 secret of `POST /hooks/config-changed` (empty: the webhook is disabled)"),
     ("webhook_tolerance", "PUBLISHER_WEBHOOK_TOLERANCE", "300", lambda n, r: _int(n, r, 1),
      "seconds a webhook timestamp may differ from the publisher's clock"),
+    ("rate_limit", "PUBLISHER_RATE_LIMIT", "200", lambda n, r: _int(n, r, 1),
+     "Config API requests per minute per token (429 above)"),
 )
 
 
@@ -88,6 +90,7 @@ class PublisherSettings:
     max_body_bytes: int = 262144
     webhook_secret: str = ""
     webhook_tolerance: int = 300
+    rate_limit: int = 200
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PublisherSettings:

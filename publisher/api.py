@@ -1,0 +1,361 @@
+"""The Config API (v1beta shapes) and the webhook, as one Starlette app.
+
+Every write goes through ``Service`` (validate, rules, one transaction, publish) and answers
+with the resource and ``bundle`` — what the write did to the source's published bundle.
+Requests authenticate with ``Authorization: Bearer <token>`` (``publisher.auth``); shapes and
+request parsing live in ``publisher.api_shapes``, bodies and error mapping in
+``publisher.api_http``. Service calls are synchronous (SQLite, sync Redis) and run in the
+thread pool; resources are opened in the lifespan, nothing at import.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from publisher import api_shapes as shapes
+from publisher.api_http import EXCEPTION_HANDLERS, ApiState, json_response, read_json, state
+from publisher.auth import Principal, RateLimiter, authenticate
+from publisher.errors import InvalidArgument, NotFound
+from publisher.model import Source
+from publisher.service import PublishResult, Service
+from publisher.settings import PublisherSettings
+from publisher.webhook import config_changed
+
+_DEST_FIELDS = ("display_name", "enabled", "connection_mode", "config")
+_FILTER_FIELDS = ("if", "actions", "title", "description", "enabled")
+_FILTER_EMPTY: dict[str, Any] = {"if": "", "actions": [], "title": "", "description": "",
+                                 "enabled": False}
+_ECHOED = ("name", "id", "slug", "catalog_name", "filter_count", "parent", "create_time",
+           "update_time", "copy_settings_from", "filters", "update_mask")
+
+
+async def _auth(request: Request, *, write: bool = False) -> tuple[Service, Principal]:
+    """Authenticate, rate-limit, keep the token in its workspace, and check the scope."""
+    st = state(request)
+    who = await run_in_threadpool(authenticate, st.service, request.headers.get("authorization"))
+    st.limiter.take(who.token_id)
+    ws = request.path_params.get("ws")
+    if ws is not None:
+        who.require_workspace(ws)
+    if write:
+        who.require_write()
+    return st.service, who
+
+
+async def _source(request: Request, *, write: bool = False) -> tuple[Service, Source]:
+    svc, _ = await _auth(request, write=write)
+    p = request.path_params
+    return svc, await run_in_threadpool(svc.source, p["ws"], p["src"])
+
+
+def _dest(request: Request, svc: Service, source: Source, inst: Any) -> dict[str, Any]:
+    return shapes.destination_dict(request.path_params["ws"], source.slug, inst, svc.catalog)
+
+
+def _written(key: str, resource: dict[str, Any], result: PublishResult) -> Response:
+    return json_response({key: resource, "bundle": result.to_dict()})
+
+
+def _page(request: Request, key: str, items: list[dict[str, Any]]) -> Response:
+    q = request.query_params
+    page, token = shapes.paginate(items, q.get("page_size"), q.get("page_token"))
+    return json_response({key: list(page), "next_page_token": token})
+
+
+# -- workspaces and sources ----------------------------------------------------------------
+
+async def list_workspaces(request: Request) -> Response:
+    _, who = await _auth(request)
+    return json_response({"workspaces": [shapes.workspace_dict(who.workspace.slug,
+                                                               who.workspace.name)],
+                          "next_page_token": ""})
+
+
+async def get_workspace(request: Request) -> Response:
+    _, who = await _auth(request)
+    return json_response(shapes.workspace_dict(who.workspace.slug, who.workspace.name))
+
+
+async def list_sources(request: Request) -> Response:
+    svc, who = await _auth(request)
+    sources = await run_in_threadpool(svc.store.list_sources, who.workspace.id)
+    return _page(request, "sources", [shapes.source_dict(who.workspace.slug, s) for s in sources])
+
+
+async def create_source(request: Request) -> Response:
+    svc, who = await _auth(request, write=True)
+    body = shapes.Obj(await read_json(request), "")
+    s = body.object("source", required=True)
+    assert s is not None
+    body.done()
+    slug = s.text("slug")
+    name = s.text("name")
+    if name is not None:
+        segment = shapes.last_segment(name, f"workspaces/{who.workspace.slug}/sources",
+                                      "source.name")
+        slug = slug or segment
+    if not slug:
+        raise InvalidArgument("source.slug (or source.name) is required", code="missing_field")
+    kind = s.text("type", required=True) or ""
+    display = s.text("display_name")
+    s.done("parent", "write_keys", "revision")
+    source, result = await run_in_threadpool(svc.create_source, who.workspace.slug, slug, kind,
+                                             display)
+    return _written("source", shapes.source_dict(who.workspace.slug, source), result)
+
+
+async def get_source(request: Request) -> Response:
+    _, source = await _source(request)
+    return json_response(shapes.source_dict(request.path_params["ws"], source))
+
+
+async def delete_source(request: Request) -> Response:
+    svc, source = await _source(request, write=True)
+    await run_in_threadpool(svc.delete_source, source)
+    return json_response({})
+
+
+async def publish_status(request: Request) -> Response:
+    svc, source = await _source(request)
+    return json_response(await run_in_threadpool(svc.status, source))
+
+
+async def list_versions(request: Request) -> Response:
+    svc, source = await _source(request)
+
+    def versions() -> dict[str, Any]:
+        current = svc.store.current_bundle(source.id)
+        return {"current_version": current.version if current else None, "versions": [
+            {"version": b.version, "etag": b.etag, "revision": b.revision,
+             "published_at": PublishResult(source.write_key, b.revision, b.version, b.etag,
+                                           b.published_at, False).to_dict()["published_at"],
+             "current": current is not None and b.version == current.version}
+            for b in svc.store.list_bundles(source.id)]}
+
+    return json_response(await run_in_threadpool(versions))
+
+
+async def rollback(request: Request) -> Response:
+    svc, source = await _source(request, write=True)
+    body = shapes.Obj(await read_json(request), "")
+    version = body.number("version", required=True, minimum=1) or 0
+    body.done()
+    result = await run_in_threadpool(svc.rollback, source, version)
+    return json_response({"bundle": result.to_dict()})
+
+
+# -- destinations ---------------------------------------------------------------------------
+
+async def list_destinations(request: Request) -> Response:
+    svc, source = await _source(request)
+    insts = await run_in_threadpool(svc.instances, source)
+    return _page(request, "destinations", [_dest(request, svc, source, i) for i in insts])
+
+
+async def create_destination(request: Request) -> Response:
+    svc, source = await _source(request, write=True)
+    ws = request.path_params["ws"]
+    body = shapes.Obj(await read_json(request), "")
+    raw = body.object("destination", required=True)
+    body.done()
+    assert raw is not None
+    spec, copy_ref = shapes.parse_destination(
+        raw.raw, "destination", f"{shapes.source_name(ws, source.slug)}/destinations",
+        webhook=False)
+    copy_from = None
+    if copy_ref is not None:
+        copy_from = await run_in_threadpool(_resolve_instance, svc, ws, copy_ref)
+    inst, result = await run_in_threadpool(svc.add_instance, source, spec, copy_from)
+    return _written("destination", _dest(request, svc, source, inst), result)
+
+
+def _resolve_instance(svc: Service, ws: str, name: str) -> Any:
+    """An instance by resource name, only within the caller's workspace (404 otherwise)."""
+    parts = name.split("/")
+    if len(parts) != 6 or parts[0] != "workspaces" or parts[2] != "sources" \
+            or parts[4] != "destinations":
+        raise InvalidArgument(f"copy_settings_from {name[:200]!r} must be "
+                              "workspaces/<ws>/sources/<src>/destinations/<id>",
+                              code="wrong_name")
+    if parts[1] != ws:
+        raise NotFound(f"destination {name[:200]!r} not found")
+    return svc.instance(svc.source(ws, parts[3]), parts[5])
+
+
+async def get_destination(request: Request) -> Response:
+    svc, source = await _source(request)
+    inst = await run_in_threadpool(svc.instance, source, request.path_params["dest"])
+    return json_response(_dest(request, svc, source, inst))
+
+
+async def update_destination(request: Request) -> Response:
+    svc, source = await _source(request, write=True)
+    body = shapes.Obj(await read_json(request), "")
+    paths = shapes.update_mask(body, "destination", _DEST_FIELDS)
+    d = body.object("destination") or shapes.Obj({}, "destination")
+    body.done()
+    fields: dict[str, Any] = {}
+    patch: dict[str, Any] | None = None
+    for path in paths:
+        if path == "enabled":
+            fields["enabled"] = bool(d.flag("enabled"))
+        elif path == "config":
+            entries = d.array("config")
+            patch = (shapes.parse_config(entries, "destination.config", allow_null=True)
+                     if entries is not None else None)
+            if entries is None:
+                fields["settings"] = {}
+        else:
+            fields[path] = d.text(path) or ""
+    for key in _DEST_FIELDS:  # fields outside the mask are type-checked and left alone
+        if key == "enabled":
+            d.flag(key)
+        elif key == "config":
+            d.array(key)
+        else:
+            d.text(key)
+    d.done(*_ECHOED)
+    inst, result = await run_in_threadpool(svc.update_instance, source,
+                                           request.path_params["dest"], fields, patch)
+    return _written("destination", _dest(request, svc, source, inst), result)
+
+
+async def delete_destination(request: Request) -> Response:
+    svc, source = await _source(request, write=True)
+    result = await run_in_threadpool(svc.delete_instance, source, request.path_params["dest"])
+    return json_response({"bundle": result.to_dict()})
+
+
+# -- filters --------------------------------------------------------------------------------
+
+def _filter_out(request: Request, source: Source, f: Any) -> dict[str, Any]:
+    return shapes.filter_resource(request.path_params["ws"], source.slug,
+                                  request.path_params["dest"], f)
+
+
+async def list_filters(request: Request) -> Response:
+    svc, source = await _source(request)
+    inst = await run_in_threadpool(svc.instance, source, request.path_params["dest"])
+    return _page(request, "filters", [_filter_out(request, source, f) for f in inst.filters])
+
+
+async def create_filter(request: Request) -> Response:
+    svc, source = await _source(request, write=True)
+    body = shapes.Obj(await read_json(request), "")
+    raw = body.object("filter", required=True)
+    body.object("update_mask")  # the Go client sends one on create; it changes nothing
+    body.done()
+    assert raw is not None
+    given = shapes.parse_filters([raw.raw], "filter")[0]
+    f, result = await run_in_threadpool(svc.add_filter, source, request.path_params["dest"],
+                                        given)
+    return _written("filter", _filter_out(request, source, f), result)
+
+
+async def get_filter(request: Request) -> Response:
+    svc, source = await _source(request)
+    inst = await run_in_threadpool(svc.instance, source, request.path_params["dest"])
+    fid = request.path_params["fid"]
+    for f in inst.filters:
+        if f.id == fid:
+            return json_response(_filter_out(request, source, f))
+    raise NotFound(f"filter {fid!r} not found on destination {inst.id!r}")
+
+
+async def update_filter(request: Request) -> Response:
+    svc, source = await _source(request, write=True)
+    body = shapes.Obj(await read_json(request), "")
+    paths = shapes.update_mask(body, "filter", _FILTER_FIELDS)
+    f = body.object("filter") or shapes.Obj({}, "filter")
+    body.done()
+    fields = {p: f.raw[p] if p in f.raw else _FILTER_EMPTY[p] for p in paths}
+    f.seen.update(_FILTER_FIELDS)
+    f.done("name", "id", "update_mask")
+    new, result = await run_in_threadpool(svc.update_filter, source, request.path_params["dest"],
+                                          request.path_params["fid"], fields)
+    return _written("filter", _filter_out(request, source, new), result)
+
+
+async def delete_filter(request: Request) -> Response:
+    svc, source = await _source(request, write=True)
+    p = request.path_params
+    result = await run_in_threadpool(svc.delete_filter, source, p["dest"], p["fid"])
+    return json_response({"bundle": result.to_dict()})
+
+
+# -- catalog --------------------------------------------------------------------------------
+
+async def list_catalog(request: Request) -> Response:
+    svc, _ = await _auth(request)
+    search = request.query_params.get("search", "")
+    return _page(request, "destinations", [d.to_dict() for d in svc.catalog.search(search)])
+
+
+async def get_catalog(request: Request) -> Response:
+    svc, _ = await _auth(request)
+    slug = request.path_params["slug"]
+    found = svc.catalog.find(slug)
+    if found is None:
+        raise NotFound(f"catalog destination {slug[:200]!r} not found")
+    return json_response(found.to_dict())
+
+
+SRC = "/v1beta/workspaces/{ws}/sources/{src}"
+DEST = SRC + "/destinations/{dest}"
+ROUTES = [
+    Route("/v1beta/workspaces", list_workspaces),
+    Route("/v1beta/workspaces/{ws}", get_workspace),
+    Route("/v1beta/workspaces/{ws}/sources", list_sources),
+    Route("/v1beta/workspaces/{ws}/sources", create_source, methods=["POST"]),
+    Route(SRC, get_source),
+    Route(SRC, delete_source, methods=["DELETE"]),
+    Route(SRC + "/publish", publish_status),
+    Route(SRC + "/versions", list_versions),
+    Route(SRC + "/rollback", rollback, methods=["POST"]),
+    Route(SRC + "/destinations", list_destinations),
+    Route(SRC + "/destinations", create_destination, methods=["POST"]),
+    Route(DEST, get_destination),
+    Route(DEST, update_destination, methods=["PATCH"]),
+    Route(DEST, delete_destination, methods=["DELETE"]),
+    Route(DEST + "/filters", list_filters),
+    Route(DEST + "/filters", create_filter, methods=["POST"]),
+    Route(DEST + "/filters/{fid}", get_filter),
+    Route(DEST + "/filters/{fid}", update_filter, methods=["PATCH"]),
+    Route(DEST + "/filters/{fid}", delete_filter, methods=["DELETE"]),
+    Route("/v1beta/catalog/destinations", list_catalog),
+    Route("/v1beta/catalog/destinations/{slug}", get_catalog),
+    Route("/hooks/config-changed", config_changed, methods=["POST"]),
+]
+
+
+def create_app(settings: PublisherSettings, *, service: Service | None = None,
+               clock: Callable[[], float] | None = None) -> Starlette:
+    """The Config API + webhook app. ``service`` is used as given (its owner closes it);
+    without one, the lifespan builds it from ``settings`` and closes it. ``clock`` (Unix
+    seconds) drives the rate limit and the webhook's timestamp window."""
+    now = clock or time.time
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        svc = service
+        if svc is None:
+            from publisher.cli import build_service
+
+            svc = await run_in_threadpool(build_service, settings)
+        limiter = RateLimiter(settings.rate_limit, now)
+        try:
+            yield {"api": ApiState(svc, settings, limiter, now)}
+        finally:
+            if service is None:
+                svc.store.close()
+
+    return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)

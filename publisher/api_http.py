@@ -1,0 +1,124 @@
+"""HTTP plumbing shared by the Config API and the webhook: state, bodies, errors.
+
+Errors are mapped to responses here and nowhere else: a ``PublisherError`` becomes its
+``http_status`` with the Config API body ``{"error", "code", "reason"}``; Starlette's own 404/405
+get the same body; anything unexpected is a 500 with code 13 (and is a bug: bad input never
+gets there). Bodies are read with a hard cap: a ``Content-Length`` over the limit is refused
+before a byte is read, and a body that turns out longer than it said (or is chunked) is
+refused as soon as the cap is crossed, without reading the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from publisher.auth import RateLimiter
+from publisher.errors import InvalidArgument, PayloadTooLarge, PublisherError, RateLimited
+from publisher.service import Service
+from publisher.settings import PublisherSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ApiState:
+    """What the lifespan opens; every request reaches it as ``request.state.api``."""
+
+    service: Service
+    settings: PublisherSettings
+    limiter: RateLimiter
+    clock: Callable[[], float]
+
+
+def state(request: Request) -> ApiState:
+    return cast(ApiState, request.state.api)
+
+
+def json_response(body: Any, status: int = 200,
+                  headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, headers=headers,
+                    media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, at most ``limit`` bytes (``PayloadTooLarge`` otherwise)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit() or len(declared) > 18:
+            raise InvalidArgument(f"Content-Length {declared[:40]!r} is not a byte count",
+                                  code="bad_content_length")
+        if int(declared) > limit:
+            raise PayloadTooLarge(f"request body is {declared} bytes; the limit is {limit} "
+                                  "(PUBLISHER_MAX_BODY_BYTES)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds {limit} bytes "
+                                  "(PUBLISHER_MAX_BODY_BYTES)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    """A JSON object from a request body; ``InvalidArgument`` naming what is wrong otherwise."""
+    if not body.strip():
+        raise InvalidArgument("request body is empty; expected a JSON object", code="bad_json")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"request body is not valid JSON: {exc}", code="bad_json") from None
+    if not isinstance(data, dict):
+        kind = {list: "an array", str: "a string", type(None): "null", bool: "a boolean"}.get(
+            type(data), "a number")
+        raise InvalidArgument(f"request body must be a JSON object, got {kind}",
+                              code="bad_json")
+    return data
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    return parse_json(await read_body(request, state(request).settings.max_body_bytes))
+
+
+def error_response(exc: PublisherError) -> Response:
+    headers: dict[str, str] = {}
+    if exc.http_status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="settings-cdn"'
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, int(getattr(exc, "retry_after", 1) + 0.999)))
+    return json_response(exc.to_dict(), exc.http_status, headers)
+
+
+async def on_publisher_error(request: Request, exc: Exception) -> Response:
+    return error_response(cast(PublisherError, exc))
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    http = cast(HTTPException, exc)
+    if http.status_code == 405:
+        body = {"error": f"method {request.method} is not supported on {request.url.path}",
+                "code": 12, "reason": "unimplemented"}
+    elif http.status_code == 404:
+        body = {"error": f"no such resource or path: {request.url.path}", "code": 5,
+                "reason": "not_found"}
+    else:
+        body = {"error": str(http.detail), "code": 3, "reason": "invalid_argument"}
+    return json_response(body, http.status_code, dict(http.headers or {}))
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    return json_response({"error": "internal error; see the publisher's log", "code": 13,
+                          "reason": "internal"}, 500)
+
+
+EXCEPTION_HANDLERS: dict[Any, Callable[[Request, Exception], Any]] = {
+    PublisherError: on_publisher_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected,
+}
