@@ -79,7 +79,8 @@ def render(cfg: BenchConfig, results: report.Results, info: dict[str, str]) -> s
         "",
         "## Publisher and memory",
         "",
-        *(f"- {k}: {v:,.3g}" if isinstance(v, float) else f"- {k}: {v}"
+        *(f"- {k}: {v:,.1f}" if isinstance(v, float) else
+          f"- {k}: {v:,}" if isinstance(v, int) else f"- {k}: {v}"
           for k, v in x.items() if k.startswith(("republish", "store_", "rss", "held",
                                                  "instant", "polling", "api_"))),
         "",
@@ -109,6 +110,12 @@ def parser() -> argparse.ArgumentParser:
                    help="Config API writes per mode (%(default)s)")
     p.add_argument("--phases", default=",".join(PHASES),
                    help="comma-separated subset of " + ",".join(PHASES))
+    p.add_argument("--republish-timeout", type=float, default=d.republish_timeout,
+                   help="stop republish --all after this many seconds (%(default)s)")
+    p.add_argument("--warmup", type=float, default=d.warmup,
+                   help="seconds of unrecorded load per server before a scenario (%(default)s)")
+    p.add_argument("--poll-refresh", type=float, default=d.poll_refresh,
+                   help="EDGE_REFRESH_INTERVAL of the polling-mode latency run (%(default)s)")
     p.add_argument("--results-dir", type=Path, default=d.results_dir)
     return p
 
@@ -128,9 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                        f"({args.sources})")
     if args.duration <= 0:
         parser().error(f"--duration must be > 0, got {args.duration}")
+    if args.warmup < 0 or args.poll_refresh <= 0 or args.republish_timeout <= 0:
+        parser().error("--warmup must be >= 0, --poll-refresh and --republish-timeout > 0")
     cfg = replace(BenchConfig(), sources=args.sources, total_sources=args.total_sources,
                   duration=args.duration, rounds=args.rounds, connections=args.connections,
-                  changes=args.changes, phases=phases, results_dir=args.results_dir,
+                  changes=args.changes, phases=phases,
+                  republish_timeout=args.republish_timeout, warmup=args.warmup,
+                  poll_refresh=args.poll_refresh, results_dir=args.results_dir,
                   command=shlex.join(["bench/run", *(argv if argv is not None
                                                      else sys.argv[1:])]),
                   log=main_log())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,14 +105,14 @@ class Published:
     gzip: bytes
 
 
-def compiled(n: int, *, published_at: int, start: int = 0,
+def compiled(indices: Iterable[int], *, published_at: int,
              factory: SourceFactory | None = None) -> Iterator[tuple[SourceSpec, Published]]:
-    """Sources ``start..n-1`` checked, compiled and bundled by the real publisher code."""
+    """Sources ``indices`` checked, compiled and bundled by the real publisher code."""
     from publisher.compile import canonical_bytes, compile_source
     from publisher.publish import make_bundle
 
     factory = factory or SourceFactory()
-    for i in range(start, n):
+    for i in indices:
         target = random.Random(-1 - i).randint(MIN_JSON, MAX_JSON)
         spec = factory.build(i, target)
         check_source(spec.source, spec.instances, factory.catalog)

@@ -68,8 +68,11 @@ def populate_store(db_path: Path, n: int, factory: SourceFactory | None = None) 
 
 
 def republish_all(db_path: Path, redis_url: str, log: Path, *, core: int | None,
-                  timeout: float) -> float:
-    """Run ``settings-cdn-publisher republish --all``; returns its wall time in seconds."""
+                  timeout: float) -> tuple[float, int]:
+    """Run ``settings-cdn-publisher republish --all``: (wall seconds, sources published).
+
+    Stopped after ``timeout`` seconds: the count then says how far it got, from SQLite.
+    """
     from bench.procs import pinned
 
     env = {**os.environ, "PUBLISHER_DB": str(db_path), "REDIS_URL": redis_url}
@@ -79,21 +82,41 @@ def republish_all(db_path: Path, redis_url: str, log: Path, *, core: int | None,
     argv = pinned([*command, "republish", "--all"], core)
     started = time.perf_counter()
     with log.open("ab") as out:
-        done = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, timeout=timeout, check=False)
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            code = 0
     elapsed = time.perf_counter() - started
-    if done.returncode != 0:
+    if code != 0:
         tail = log.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"republish --all exited with {done.returncode}\n{tail}")
-    return elapsed
+        raise RuntimeError(f"republish --all exited with {code}\n{tail}")
+    return elapsed, len(published_ids(db_path))
 
 
-def publish_direct(client: redis.Redis, n: int, *, published_at: int,
+def published_ids(db_path: Path) -> set[int]:
+    import sqlite3
+
+    conn = sqlite3.connect(str(db_path))
+    try:
+        return {int(r[0]) for r in conn.execute("SELECT DISTINCT source_id FROM bundles")}
+    finally:
+        conn.close()
+
+
+def publish_direct(client: redis.Redis, indices: Iterable[int], *, published_at: int,
                    batch: int = 500) -> list[Published]:
-    """Compile sources ``0..n-1`` and write their version-1 keys in pipelined batches."""
+    """Compile sources ``indices`` and write their version-1 keys in pipelined batches."""
     out: list[Published] = []
     pipe = client.pipeline(transaction=False)
-    for count, (_, p) in enumerate(compiled(n, published_at=published_at), start=1):
+    for count, (_, p) in enumerate(compiled(indices, published_at=published_at), start=1):
         env = keyspace.Envelope(p.write_key, p.version, p.json, p.gzip, p.etag,
                                 p.published_at, 1)
         pipe.hset(keyspace.version_key(p.write_key, p.version),
@@ -105,6 +128,26 @@ def publish_direct(client: redis.Redis, n: int, *, published_at: int,
             pipe.execute()
     pipe.execute()
     return out
+
+
+def _publish_chunk(args: tuple[str, list[int], int]) -> int:
+    redis_url, indices, published_at = args
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return len(publish_direct(client, indices, published_at=published_at))
+    finally:
+        client.close()
+
+
+def publish_parallel(redis_url: str, indices: list[int], *, published_at: int,
+                     workers: int = 2) -> int:
+    """``publish_direct`` split over worker processes (seeding only, nothing is measured)."""
+    import multiprocessing
+
+    chunks = [indices[k::workers * 4] for k in range(workers * 4)]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers) as pool:
+        return sum(pool.map(_publish_chunk, [(redis_url, c, published_at) for c in chunks if c]))
 
 
 def read_back(client: redis.Redis, keys: Sequence[str], batch: int = 1000) -> list[Published]:

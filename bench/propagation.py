@@ -1,0 +1,140 @@
+"""Config write -> new version served by the edge: p50/p99 with and without instant mode.
+
+For each of ``changes`` sources (already cached by the edge) one write changes a device-mode
+setting, so the bundle bytes change; a watcher polls the edge with the old ETag in
+``If-None-Match`` (304 until the edge serves the new version) and records the time from the
+start of the write to the first 200 with the new ETag. Writes start ``GAP`` apart, so the
+polling run overlaps its changes instead of waiting out the refresh interval 200 times.
+
+The write goes through the Config API over HTTP when the publisher has one (``publisher.api``),
+else through ``Service.mutate`` in this process — the same write path the API calls; the
+results say which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bench import servers
+from bench.dataset import settings_path, write_key
+
+if TYPE_CHECKING:
+    from bench.runner import Setup
+
+GAP = 0.05  # seconds between two writes
+DEADLINE = 30.0  # a change not visible by then counts as lost
+
+
+def _service(db: str, redis_url: str) -> Any:
+    from publisher.cli import build_service
+    from publisher.settings import PublisherSettings
+
+    settings = PublisherSettings.from_env({"PUBLISHER_DB": db, "REDIS_URL": redis_url})
+    return build_service(settings)
+
+
+def _service_writer(svc: Any) -> Callable[[int, int], None]:
+    """Change source ``i``: a new value for one string setting of a device-mode instance."""
+
+    def write(i: int, n: int) -> None:
+        source = svc.store.get_source_by_write_key(write_key(i))
+
+        def change(instances: list[Any]) -> list[Any]:
+            out = list(instances)
+            for k, inst in enumerate(out):
+                specs = svc.catalog.get(inst.catalog_slug).settings
+                strings = [name for name, v in inst.settings.items()
+                           if isinstance(v, str) and not specs[name].secret]
+                if inst.connection_mode == "DEVICE" and strings:
+                    settings = {**inst.settings, strings[0]: f"bench-change-{n}"}
+                    out[k] = dataclasses.replace(inst, settings=settings)
+                    return out
+            raise RuntimeError(f"source {source.slug} has no public device-mode string setting")
+
+        result = svc.mutate(source, change)
+        if not result.changed or result.pending:
+            raise RuntimeError(f"write to {source.slug} did not publish: {result}")
+
+    return write
+
+
+def _watch(port: int, path: str, old_etag: str, started: float, pause: float,
+           out: list[float]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    headers = {"Accept-Encoding": "gzip", "If-None-Match": old_etag}
+    try:
+        while time.perf_counter() - started < DEADLINE:
+            conn.request("GET", path, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200 and resp.getheader("etag") != old_etag:
+                out.append(time.perf_counter() - started)
+                return
+            time.sleep(pause)
+    finally:
+        conn.close()
+
+
+def _run(s: Setup, writer: Callable[[int, int], None], *, instant: bool) -> list[float]:
+    cfg = s.cfg
+    n = min(cfg.changes, cfg.sources)
+    env = {"EDGE_INSTANT": "true" if instant else "false",
+           "EDGE_REFRESH_INTERVAL": str(cfg.poll_refresh)}
+    edge = servers.start_edge(s.procs, redis_url=s.redis_url, core=s.server_core, env=env,
+                              name="edge-instant" if instant else "edge-polling")
+    try:
+        etags = {}
+        for i in range(n):  # cache every source first: the change must replace a cached copy
+            answer = servers.get(edge.port, settings_path(write_key(i)))
+            etags[i] = answer.headers["etag"]
+        time.sleep(0.2)  # instant mode: let the subscription settle
+        seen: list[float] = []
+        watchers = []
+        for i in range(n):
+            started = time.perf_counter()
+            writer(i, int(time.time() * 1000) + i)
+            w = threading.Thread(target=_watch, daemon=True, args=(
+                edge.port, settings_path(write_key(i)), etags[i], started,
+                0.001 if instant else 0.02, seen))
+            w.start()
+            watchers.append(w)
+            time.sleep(max(0.0, GAP - (time.perf_counter() - started)))
+        for w in watchers:
+            w.join(DEADLINE + 5)
+        if len(seen) < n:
+            s.results.notes.append(f"{'instant' if instant else 'polling'}: {n - len(seen)} of "
+                                   f"{n} changes not served within {DEADLINE:g} s")
+        return seen
+    finally:
+        s.procs.stop(edge)
+
+
+def _percentile(values: list[float], q: int) -> float:
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+def measure(s: Setup) -> None:
+    x = s.results.extra
+    svc = _service(str(s.work / "publisher.db"), s.redis_url)
+    writer = _service_writer(svc)
+    x["api_write_path"] = "Service.mutate in-process (no Config API in this build)"
+    try:
+        for mode, instant in (("instant", True), ("polling", False)):
+            seen = _run(s, writer, instant=instant)
+            if seen:
+                x[f"{mode}_p50_ms"] = _percentile(seen, 50) * 1000
+                x[f"{mode}_p99_ms"] = _percentile(seen, 99) * 1000
+                how = mode if instant else f"{mode}, refresh {s.cfg.poll_refresh:g} s"
+                p50, p99 = x[f"{mode}_p50_ms"], x[f"{mode}_p99_ms"]
+                s.cfg.log(f"write -> edge ({how}): p50 {p50:.1f} ms, p99 {p99:.1f} ms over "
+                          f"{len(seen)} changes")
+    finally:
+        svc.store.close()
