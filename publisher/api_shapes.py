@@ -56,7 +56,9 @@ class Obj:
         self.seen.add(key)
         if key not in self.raw:
             if required:
-                raise InvalidArgument(f"{self.path(key)} is required", code="missing_field")
+                got = ", ".join(repr(k) for k in sorted(self.raw)[:10]) or "none"
+                raise InvalidArgument(f"{self.path(key)} is required (fields given: {got})",
+                                      code="missing_field")
             return None
         value = self.raw[key]
         bad_bool = isinstance(value, bool) and kind is int
