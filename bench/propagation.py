@@ -16,13 +16,17 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from bench import servers
 from bench.dataset import settings_path, write_key
+from bench.procs import free_port
 
 if TYPE_CHECKING:
     from bench.runner import Setup
@@ -39,27 +43,53 @@ def _service(db: str, redis_url: str) -> Any:
     return build_service(settings)
 
 
+def _target(svc: Any, i: int) -> tuple[Any, str, str]:
+    """(source, instance id, setting): a public string setting of a device-mode instance."""
+    source = svc.store.get_source_by_write_key(write_key(i))
+    for inst in svc.store.list_instances(source.id):
+        specs = svc.catalog.get(inst.catalog_slug).settings
+        names = [k for k, v in inst.settings.items() if isinstance(v, str) and not specs[k].secret]
+        if inst.connection_mode == "DEVICE" and names:
+            return source, inst.id, names[0]
+    raise RuntimeError(f"source {source.slug} has no public device-mode string setting")
+
+
 def _service_writer(svc: Any) -> Callable[[int, int], None]:
-    """Change source ``i``: a new value for one string setting of a device-mode instance."""
+    """Change source ``i`` in-process through ``Service.mutate``."""
 
     def write(i: int, n: int) -> None:
-        source = svc.store.get_source_by_write_key(write_key(i))
+        source, inst_id, name = _target(svc, i)
 
         def change(instances: list[Any]) -> list[Any]:
-            out = list(instances)
-            for k, inst in enumerate(out):
-                specs = svc.catalog.get(inst.catalog_slug).settings
-                strings = [name for name, v in inst.settings.items()
-                           if isinstance(v, str) and not specs[name].secret]
-                if inst.connection_mode == "DEVICE" and strings:
-                    settings = {**inst.settings, strings[0]: f"bench-change-{n}"}
-                    out[k] = dataclasses.replace(inst, settings=settings)
-                    return out
-            raise RuntimeError(f"source {source.slug} has no public device-mode string setting")
+            return [dataclasses.replace(inst, settings={**inst.settings,
+                                                        name: f"bench-change-{n}"})
+                    if inst.id == inst_id else inst for inst in instances]
 
         result = svc.mutate(source, change)
         if not result.changed or result.pending:
             raise RuntimeError(f"write to {source.slug} did not publish: {result}")
+
+    return write
+
+
+def _api_writer(svc: Any, port: int, token: str, n: int) -> Callable[[int, int], None]:
+    """Change source ``i`` with ``PATCH .../destinations/{id}`` on the Config API."""
+    targets = {i: _target(svc, i) for i in range(n)}  # looked up before the clock starts
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+    def write(i: int, n: int) -> None:
+        source, inst_id, name = targets[i]
+        body = orjson.dumps({"destination": {"config": [{"name": name,
+                                                         "value": f"bench-change-{n}"}]},
+                             "update_mask": {"paths": ["destination.config"]}})
+        conn.request("PATCH", f"/v1beta/workspaces/bench/sources/{source.slug}/destinations/"
+                     f"{inst_id}", body=body, headers={"Authorization": f"Bearer {token}",
+                                                       "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"Config API PATCH of {source.slug}/{inst_id} answered "
+                               f"{resp.status}: {data[:300]!r}")
 
     return write
 
@@ -123,9 +153,26 @@ def _percentile(values: list[float], q: int) -> float:
 
 def measure(s: Setup) -> None:
     x = s.results.extra
-    svc = _service(str(s.work / "publisher.db"), s.redis_url)
-    writer = _service_writer(svc)
-    x["api_write_path"] = "Service.mutate in-process (no Config API in this build)"
+    db = str(s.work / "publisher.db")
+    svc = _service(db, s.redis_url)
+    n = min(s.cfg.changes, s.cfg.sources)
+    try:
+        from publisher.auth import create_token
+
+        token = create_token(svc, "bench", "write", "bench")
+        port = free_port()
+        s.procs.start("publisher-api", [sys.executable, "-c",
+                                        "import sys; from publisher.cli import main; "
+                                        "sys.exit(main())", "serve"],
+                      port=port, core=s.load_core, env={
+                          "PUBLISHER_DB": db, "REDIS_URL": s.redis_url,
+                          "PUBLISHER_HOST": "127.0.0.1", "PUBLISHER_PORT": str(port),
+                          "PUBLISHER_RATE_LIMIT": "1000000"})
+        writer = _api_writer(svc, port, token, n)
+        x["api_write_path"] = "Config API PATCH over HTTP (publisher serve, on the load core)"
+    except ImportError:
+        writer = _service_writer(svc)
+        x["api_write_path"] = "Service.mutate in-process (no Config API in this build)"
     try:
         for mode, instant in (("instant", True), ("polling", False)):
             seen = _run(s, writer, instant=instant)
