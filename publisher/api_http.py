@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from publisher.auth import RateLimiter
 from publisher.errors import InvalidArgument, PayloadTooLarge, PublisherError, RateLimited
+from publisher.rules import RULES
 from publisher.service import Service
 from publisher.settings import PublisherSettings
 
@@ -87,12 +88,16 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 
 def error_response(exc: PublisherError) -> Response:
+    """The response for ``exc``; a destination rule's code is always named in the message."""
+    body = exc.to_dict()
+    if exc.code in RULES and exc.code not in exc.message:
+        body["error"] = f"{exc.message} [{exc.code}: {RULES[exc.code]}]"
     headers: dict[str, str] = {}
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="settings-cdn"'
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, int(getattr(exc, "retry_after", 1) + 0.999)))
-    return json_response(exc.to_dict(), exc.http_status, headers)
+    return json_response(body, exc.http_status, headers)
 
 
 async def on_publisher_error(request: Request, exc: Exception) -> Response:
