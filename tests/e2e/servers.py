@@ -239,6 +239,17 @@ class Nginx:
         # SIGQUIT: graceful shutdown of master and workers (nginx's documented signal).
         self.process.stop(signal.SIGQUIT)
 
+    def access_log_has(self, text: str, timeout: float = 2.0) -> bool:
+        """Whether ``text`` shows up in the access log (written after the response: wait)."""
+        deadline = time.monotonic() + timeout
+        path = self.dir / "access.log"
+        while True:
+            if path.exists() and text in path.read_text(errors="replace"):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
     def logs(self) -> str:
         parts = []
         for name in ("error.log", "access.log"):
