@@ -21,9 +21,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from publisher import api_filters
 from publisher import api_shapes as shapes
-from publisher.api_http import EXCEPTION_HANDLERS, ApiState, json_response, read_json, state
-from publisher.auth import Principal, RateLimiter, authenticate
+from publisher.api_http import (
+    EXCEPTION_HANDLERS,
+    ApiState,
+    authorize,
+    json_response,
+    page,
+    read_json,
+    source_of,
+    written,
+)
+from publisher.auth import RateLimiter
 from publisher.errors import InvalidArgument, NotFound
 from publisher.model import Source
 from publisher.service import PublishResult, Service
@@ -31,68 +41,36 @@ from publisher.settings import PublisherSettings
 from publisher.webhook import config_changed
 
 _DEST_FIELDS = ("display_name", "enabled", "connection_mode", "config")
-_FILTER_FIELDS = ("if", "actions", "title", "description", "enabled")
-_FILTER_EMPTY: dict[str, Any] = {"if": "", "actions": [], "title": "", "description": "",
-                                 "enabled": False}
 _ECHOED = ("name", "id", "slug", "catalog_name", "filter_count", "parent", "create_time",
            "update_time", "copy_settings_from", "filters", "update_mask")
-
-
-async def _auth(request: Request, *, write: bool = False) -> tuple[Service, Principal]:
-    """Authenticate, rate-limit, keep the token in its workspace, and check the scope."""
-    st = state(request)
-    who = await run_in_threadpool(authenticate, st.service, request.headers.get("authorization"))
-    st.limiter.take(who.token_id)
-    ws = request.path_params.get("ws")
-    if ws is not None:
-        who.require_workspace(ws)
-    if write:
-        who.require_write()
-    return st.service, who
-
-
-async def _source(request: Request, *, write: bool = False) -> tuple[Service, Source]:
-    svc, _ = await _auth(request, write=write)
-    p = request.path_params
-    return svc, await run_in_threadpool(svc.source, p["ws"], p["src"])
 
 
 def _dest(request: Request, svc: Service, source: Source, inst: Any) -> dict[str, Any]:
     return shapes.destination_dict(request.path_params["ws"], source.slug, inst, svc.catalog)
 
 
-def _written(key: str, resource: dict[str, Any], result: PublishResult) -> Response:
-    return json_response({key: resource, "bundle": result.to_dict()})
-
-
-def _page(request: Request, key: str, items: list[dict[str, Any]]) -> Response:
-    q = request.query_params
-    page, token = shapes.paginate(items, q.get("page_size"), q.get("page_token"))
-    return json_response({key: list(page), "next_page_token": token})
-
-
 # -- workspaces and sources ----------------------------------------------------------------
 
 async def list_workspaces(request: Request) -> Response:
-    _, who = await _auth(request)
+    _, who = await authorize(request)
     return json_response({"workspaces": [shapes.workspace_dict(who.workspace.slug,
                                                                who.workspace.name)],
                           "next_page_token": ""})
 
 
 async def get_workspace(request: Request) -> Response:
-    _, who = await _auth(request)
+    _, who = await authorize(request)
     return json_response(shapes.workspace_dict(who.workspace.slug, who.workspace.name))
 
 
 async def list_sources(request: Request) -> Response:
-    svc, who = await _auth(request)
+    svc, who = await authorize(request)
     sources = await run_in_threadpool(svc.store.list_sources, who.workspace.id)
-    return _page(request, "sources", [shapes.source_dict(who.workspace.slug, s) for s in sources])
+    return page(request, "sources", [shapes.source_dict(who.workspace.slug, s) for s in sources])
 
 
 async def create_source(request: Request) -> Response:
-    svc, who = await _auth(request, write=True)
+    svc, who = await authorize(request, write=True)
     body = shapes.Obj(await read_json(request), "")
     s = body.object("source", required=True)
     assert s is not None
@@ -110,27 +88,27 @@ async def create_source(request: Request) -> Response:
     s.done("parent", "write_keys", "revision")
     source, result = await run_in_threadpool(svc.create_source, who.workspace.slug, slug, kind,
                                              display)
-    return _written("source", shapes.source_dict(who.workspace.slug, source), result)
+    return written("source", shapes.source_dict(who.workspace.slug, source), result)
 
 
 async def get_source(request: Request) -> Response:
-    _, source = await _source(request)
+    _, source = await source_of(request)
     return json_response(shapes.source_dict(request.path_params["ws"], source))
 
 
 async def delete_source(request: Request) -> Response:
-    svc, source = await _source(request, write=True)
+    svc, source = await source_of(request, write=True)
     await run_in_threadpool(svc.delete_source, source)
     return json_response({})
 
 
 async def publish_status(request: Request) -> Response:
-    svc, source = await _source(request)
+    svc, source = await source_of(request)
     return json_response(await run_in_threadpool(svc.status, source))
 
 
 async def list_versions(request: Request) -> Response:
-    svc, source = await _source(request)
+    svc, source = await source_of(request)
 
     def versions() -> dict[str, Any]:
         current = svc.store.current_bundle(source.id)
@@ -145,7 +123,7 @@ async def list_versions(request: Request) -> Response:
 
 
 async def rollback(request: Request) -> Response:
-    svc, source = await _source(request, write=True)
+    svc, source = await source_of(request, write=True)
     body = shapes.Obj(await read_json(request), "")
     version = body.number("version", required=True, minimum=1) or 0
     body.done()
@@ -156,13 +134,13 @@ async def rollback(request: Request) -> Response:
 # -- destinations ---------------------------------------------------------------------------
 
 async def list_destinations(request: Request) -> Response:
-    svc, source = await _source(request)
+    svc, source = await source_of(request)
     insts = await run_in_threadpool(svc.instances, source)
-    return _page(request, "destinations", [_dest(request, svc, source, i) for i in insts])
+    return page(request, "destinations", [_dest(request, svc, source, i) for i in insts])
 
 
 async def create_destination(request: Request) -> Response:
-    svc, source = await _source(request, write=True)
+    svc, source = await source_of(request, write=True)
     ws = request.path_params["ws"]
     body = shapes.Obj(await read_json(request), "")
     raw = body.object("destination", required=True)
@@ -175,7 +153,7 @@ async def create_destination(request: Request) -> Response:
     if copy_ref is not None:
         copy_from = await run_in_threadpool(_resolve_instance, svc, ws, copy_ref)
     inst, result = await run_in_threadpool(svc.add_instance, source, spec, copy_from)
-    return _written("destination", _dest(request, svc, source, inst), result)
+    return written("destination", _dest(request, svc, source, inst), result)
 
 
 def _resolve_instance(svc: Service, ws: str, name: str) -> Any:
@@ -192,13 +170,13 @@ def _resolve_instance(svc: Service, ws: str, name: str) -> Any:
 
 
 async def get_destination(request: Request) -> Response:
-    svc, source = await _source(request)
+    svc, source = await source_of(request)
     inst = await run_in_threadpool(svc.instance, source, request.path_params["dest"])
     return json_response(_dest(request, svc, source, inst))
 
 
 async def update_destination(request: Request) -> Response:
-    svc, source = await _source(request, write=True)
+    svc, source = await source_of(request, write=True)
     body = shapes.Obj(await read_json(request), "")
     paths = shapes.update_mask(body, "destination", _DEST_FIELDS)
     d = body.object("destination") or shapes.Obj({}, "destination")
@@ -226,82 +204,25 @@ async def update_destination(request: Request) -> Response:
     d.done(*_ECHOED)
     inst, result = await run_in_threadpool(svc.update_instance, source,
                                            request.path_params["dest"], fields, patch)
-    return _written("destination", _dest(request, svc, source, inst), result)
+    return written("destination", _dest(request, svc, source, inst), result)
 
 
 async def delete_destination(request: Request) -> Response:
-    svc, source = await _source(request, write=True)
+    svc, source = await source_of(request, write=True)
     result = await run_in_threadpool(svc.delete_instance, source, request.path_params["dest"])
-    return json_response({"bundle": result.to_dict()})
-
-
-# -- filters --------------------------------------------------------------------------------
-
-def _filter_out(request: Request, source: Source, f: Any) -> dict[str, Any]:
-    return shapes.filter_resource(request.path_params["ws"], source.slug,
-                                  request.path_params["dest"], f)
-
-
-async def list_filters(request: Request) -> Response:
-    svc, source = await _source(request)
-    inst = await run_in_threadpool(svc.instance, source, request.path_params["dest"])
-    return _page(request, "filters", [_filter_out(request, source, f) for f in inst.filters])
-
-
-async def create_filter(request: Request) -> Response:
-    svc, source = await _source(request, write=True)
-    body = shapes.Obj(await read_json(request), "")
-    raw = body.object("filter", required=True)
-    body.object("update_mask")  # the Go client sends one on create; it changes nothing
-    body.done()
-    assert raw is not None
-    given = shapes.parse_filters([raw.raw], "filter")[0]
-    f, result = await run_in_threadpool(svc.add_filter, source, request.path_params["dest"],
-                                        given)
-    return _written("filter", _filter_out(request, source, f), result)
-
-
-async def get_filter(request: Request) -> Response:
-    svc, source = await _source(request)
-    inst = await run_in_threadpool(svc.instance, source, request.path_params["dest"])
-    fid = request.path_params["fid"]
-    for f in inst.filters:
-        if f.id == fid:
-            return json_response(_filter_out(request, source, f))
-    raise NotFound(f"filter {fid!r} not found on destination {inst.id!r}")
-
-
-async def update_filter(request: Request) -> Response:
-    svc, source = await _source(request, write=True)
-    body = shapes.Obj(await read_json(request), "")
-    paths = shapes.update_mask(body, "filter", _FILTER_FIELDS)
-    f = body.object("filter") or shapes.Obj({}, "filter")
-    body.done()
-    fields = {p: f.raw[p] if p in f.raw else _FILTER_EMPTY[p] for p in paths}
-    f.seen.update(_FILTER_FIELDS)
-    f.done("name", "id", "update_mask")
-    new, result = await run_in_threadpool(svc.update_filter, source, request.path_params["dest"],
-                                          request.path_params["fid"], fields)
-    return _written("filter", _filter_out(request, source, new), result)
-
-
-async def delete_filter(request: Request) -> Response:
-    svc, source = await _source(request, write=True)
-    p = request.path_params
-    result = await run_in_threadpool(svc.delete_filter, source, p["dest"], p["fid"])
     return json_response({"bundle": result.to_dict()})
 
 
 # -- catalog --------------------------------------------------------------------------------
 
 async def list_catalog(request: Request) -> Response:
-    svc, _ = await _auth(request)
+    svc, _ = await authorize(request)
     search = request.query_params.get("search", "")
-    return _page(request, "destinations", [d.to_dict() for d in svc.catalog.search(search)])
+    return page(request, "destinations", [d.to_dict() for d in svc.catalog.search(search)])
 
 
 async def get_catalog(request: Request) -> Response:
-    svc, _ = await _auth(request)
+    svc, _ = await authorize(request)
     slug = request.path_params["slug"]
     found = svc.catalog.find(slug)
     if found is None:
@@ -326,11 +247,7 @@ ROUTES = [
     Route(DEST, get_destination),
     Route(DEST, update_destination, methods=["PATCH"]),
     Route(DEST, delete_destination, methods=["DELETE"]),
-    Route(DEST + "/filters", list_filters),
-    Route(DEST + "/filters", create_filter, methods=["POST"]),
-    Route(DEST + "/filters/{fid}", get_filter),
-    Route(DEST + "/filters/{fid}", update_filter, methods=["PATCH"]),
-    Route(DEST + "/filters/{fid}", delete_filter, methods=["DELETE"]),
+    *api_filters.routes(DEST),
     Route("/v1beta/catalog/destinations", list_catalog),
     Route("/v1beta/catalog/destinations/{slug}", get_catalog),
     Route("/hooks/config-changed", config_changed, methods=["POST"]),

@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from publisher.auth import RateLimiter
+from publisher import api_shapes as shapes
+from publisher.auth import Principal, RateLimiter, authenticate
 from publisher.errors import InvalidArgument, PayloadTooLarge, PublisherError, RateLimited
+from publisher.model import Source
 from publisher.rules import RULES
-from publisher.service import Service
+from publisher.service import PublishResult, Service
 from publisher.settings import PublisherSettings
 
 
@@ -44,6 +47,37 @@ def json_response(body: Any, status: int = 200,
                   headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, headers=headers,
                     media_type="application/json")
+
+
+# -- endpoint helpers: who is calling, which source, what a write answers -----------------
+
+async def authorize(request: Request, *, write: bool = False) -> tuple[Service, Principal]:
+    """Authenticate, rate-limit, keep the token in its workspace, and check the scope."""
+    st = state(request)
+    who = await run_in_threadpool(authenticate, st.service, request.headers.get("authorization"))
+    st.limiter.take(who.token_id)
+    ws = request.path_params.get("ws")
+    if ws is not None:
+        who.require_workspace(ws)
+    if write:
+        who.require_write()
+    return st.service, who
+
+
+async def source_of(request: Request, *, write: bool = False) -> tuple[Service, Source]:
+    svc, _ = await authorize(request, write=write)
+    p = request.path_params
+    return svc, await run_in_threadpool(svc.source, p["ws"], p["src"])
+
+
+def written(key: str, resource: dict[str, Any], result: PublishResult) -> Response:
+    return json_response({key: resource, "bundle": result.to_dict()})
+
+
+def page(request: Request, key: str, items: list[dict[str, Any]]) -> Response:
+    q = request.query_params
+    items_page, token = shapes.paginate(items, q.get("page_size"), q.get("page_token"))
+    return json_response({key: list(items_page), "next_page_token": token})
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -24,7 +24,7 @@ def served(redis_client: redis.Redis, write_key: str) -> dict[str, Any]:
     """The bundle Redis serves for the write key (through the shared keyspace)."""
     raw = redis_client.get(keyspace.current_key(write_key))
     assert raw is not None
-    version, _ = keyspace.decode_pointer(raw)  # type: ignore[arg-type]
+    version, _ = keyspace.decode_pointer(raw)
     doc = redis_client.hget(keyspace.version_key(write_key, version), "json")
     assert doc is not None
     return orjson.loads(doc)  # type: ignore[no-any-return]

@@ -25,7 +25,7 @@ AMPLITUDE = {"slug": "amplitude", "connection_mode": "DEVICE", "enabled": True,
                           "title": "No secrets"}]}
 
 
-def event(event_id: str = "evt-1", revision: int = 5, **extra: Any) -> dict[str, Any]:
+def event(event_id: Any = "evt-1", revision: Any = 5, **extra: Any) -> dict[str, Any]:
     return {"event_id": event_id, "workspace": "acme", "source": "shop", "type": "web",
             "revision": revision, "destinations": [AMPLITUDE], **extra}
 
@@ -86,7 +86,7 @@ def test_event_for_existing_source_replaces_its_configuration(client: TestClient
     resp = send(client, body)
 
     assert resp.status_code == 200, resp.text
-    status, dests = writer.call("GET", "/v1beta/workspaces/acme/sources/shop/destinations")
+    _, dests = writer.call("GET", "/v1beta/workspaces/acme/sources/shop/destinations")
     assert [(d["id"], d["slug"], d["filter_count"]) for d in dests["destinations"]] == [
         ("amp", "amplitude", 1)]
 

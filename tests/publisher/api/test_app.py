@@ -1,0 +1,38 @@
+"""The app as ``settings-cdn-publisher serve`` builds it: from settings alone, with a CLI token."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from publisher import cli
+from publisher.api import create_app
+from publisher.settings import PublisherSettings
+from publisher.store import Store
+
+
+def test_app_builds_its_own_service_and_accepts_cli_tokens(
+        tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Without a service the lifespan opens one from the settings; a token printed by
+    `token create` authenticates, and only its SHA-256 is stored."""
+    db = str(tmp_path / "cli.db")
+    assert cli.main(["--db", db, "workspace", "create", "acme"]) == 0
+    assert cli.main(["--db", db, "token", "create", "acme", "--scope", "write"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    settings = PublisherSettings(db_path=db, redis_url=redis_url)
+
+    with TestClient(create_app(settings)) as client:
+        resp = client.post("/v1beta/workspaces/acme/sources",
+                           json={"source": {"slug": "site", "type": "web"}},
+                           headers={"Authorization": f"Bearer {token}"})
+
+    assert resp.status_code == 200, resp.text
+    assert token.startswith("sct_") and len(token) > 40
+    with Store.open(db) as store:
+        found = store.find_token(hashlib.sha256(token.encode()).hexdigest())
+        assert found is not None and found.scope == "write"
+        rows = store._all("SELECT hash FROM tokens")
+        assert token not in {r["hash"] for r in rows}
