@@ -175,8 +175,8 @@ async def readyz(request: Request) -> Response:
         try:
             await rt.store.ping()
             cache.mark_redis_ok()
-        except StoreUnavailable:
-            cache.mark_redis_error()
+        except StoreUnavailable as exc:
+            cache.mark_redis_error(exc)
     now = rt.clock()
     entries = list(cache.entries())
     reached = cache.redis_ok_at is not None
@@ -266,8 +266,8 @@ def create_app(
         try:
             await store.ping()
             cache.mark_redis_ok()
-        except StoreUnavailable:
-            cache.mark_redis_error()  # start anyway: Redis may come later, readyz says so
+        except StoreUnavailable as exc:
+            cache.mark_redis_error(exc)  # start anyway: Redis may come later, readyz says so
         task: asyncio.Task[None] | None = None
         if settings.instant:
             rt.subscription = Subscription(client, cache,

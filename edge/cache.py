@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from edge import http
 from edge.keyspace import Envelope
 from edge.metrics import Metrics
 from edge.store import StoreUnavailable
+
+log = logging.getLogger("edge.cache")
 
 
 class BundleSource(Protocol):
@@ -216,15 +219,23 @@ class BundleCache:
                 if attempt == 0:
                     pointer = await self.source.pointer(write_key)
             raise StoreUnavailable(f"pointer of {write_key!r} names a missing version")
-        except StoreUnavailable:
-            self.metrics.redis_errors += 1
-            self.redis_up = False
-            self._retry_at = self.clock() + self.retry_interval
+        except StoreUnavailable as exc:
+            self._redis_failed(exc)
             return _Miss.UNAVAILABLE
 
     def _redis_ok(self, now: float) -> None:
+        if not self.redis_up and self.redis_ok_at is not None:
+            log.warning("redis reachable again; refreshing held bundles as they are requested")
         self.redis_ok_at = now
         self.redis_up = True
+
+    def _redis_failed(self, exc: Exception) -> None:
+        if self.redis_up or self.redis_ok_at is None:
+            log.warning("redis unavailable (%s); serving %d held bundles as stale, "
+                        "retrying every %gs", exc, len(self._entries), self.retry_interval)
+        self.metrics.redis_errors += 1
+        self.redis_up = False
+        self._retry_at = self.clock() + self.retry_interval
 
     # -- instant mode and introspection ----------------------------------------------------
 
@@ -245,10 +256,8 @@ class BundleCache:
     def mark_redis_ok(self) -> None:
         self._redis_ok(self.clock())
 
-    def mark_redis_error(self) -> None:
-        self.metrics.redis_errors += 1
-        self.redis_up = False
-        self._retry_at = self.clock() + self.retry_interval
+    def mark_redis_error(self, exc: Exception) -> None:
+        self._redis_failed(exc)
 
     @property
     def backing_off(self) -> bool:

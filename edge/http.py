@@ -4,6 +4,12 @@ Conditional requests (RFC 9110 §13), content-coding negotiation (RFC 9110 §12.
 header sets of 200 / 304 / 404 / 503 / preflight, and the write-key syntax check. Header
 lists are ASGI-style ``list[tuple[bytes, bytes]]`` so the app can build them once per bundle
 and send them as they are.
+
+``Surrogate-Key: <writeKey>`` tags every bundle response so a CDN in front (Fastly's
+surrogate keys; Varnish/nginx with a purge module keyed on the same header) can drop one
+source's cached answers: a purge hook subscribed to the publish channel (``sc:published``,
+``"<writeKey> <version>"``) calls the CDN's purge-by-key API with the write key, which removes
+that source's shared-cache term from the propagation bound.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from edge.app import create_app
 from edge.settings import EdgeSettings
 from tests.edge.helpers import ManualClock, document, publish
+from tests.services import RedisServer
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
@@ -74,3 +75,29 @@ def test_first_publish_clears_negative_entry(redis_url: str, redis_client: redis
         publish(redis_client, "newkey", announce=True)
         wait_until(lambda: client.get("/v1/projects/newkey/settings").status_code == 200,
                    "first publish visible")
+
+
+def test_resubscribe_after_redis_restart_rechecks_held_bundles() -> None:
+    """After the subscription is lost and regained, held bundles are re-checked at once,
+    because publishes made meanwhile were missed."""
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        publish(client, "wk1")
+        clock = ManualClock()
+        settings = EdgeSettings(redis_url=server.url, instant=True, redis_retry_interval=0.05)
+        with TestClient(create_app(settings, clock=clock)) as edge:
+            wait_until(lambda: edge.get("/readyz").json()["instant_subscribed"], "subscription")
+            assert edge.get("/v1/projects/wk1/settings").headers["x-settings-version"] == "1"
+
+            server.stop()
+            wait_until(lambda: edge.get("/readyz").json()["instant_subscribed"] is False,
+                       "subscription lost")
+            server.start()
+            publish(client, "wk1", document("wk1", Amplitude={}), version=2)  # no message
+            clock.advance(0.05)  # past the back-off only, far inside the refresh interval
+            wait_until(lambda: edge.get("/readyz").json()["instant_subscribed"], "resubscribed")
+
+            reply = edge.get("/v1/projects/wk1/settings")
+        client.close()
+
+    assert reply.headers["x-settings-version"] == "2"
