@@ -21,6 +21,13 @@ from tests.services import free_port, wait_for_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process runs read os.environ: start each test from the defaults."""
+    for option in OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
+
+
 def test_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
     """--help prints the usage and the settings table with every variable and default."""
     assert main(["--help"]) == 0
