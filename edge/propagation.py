@@ -17,17 +17,22 @@ successfully validated at the origin server", and §4.2.3 makes a cache start it
 was last verified at some instant v before the publish, so a cache that honours ``Age`` stops
 serving it by v + its lifetime, and the layers do not add up::
 
-    worst = max(E, S, B)                        EDGE_CACHES_HONOUR_AGE=true
+    worst = max(E, S, B) + CLOCK_SLACK          EDGE_CACHES_HONOUR_AGE=true
 
 Caches that ignore an upstream ``Age`` exist (stock nginx ``proxy_cache`` counts from its own
 fetch), so by default the bound assumes each layer may start counting only when the layer
 behind it last served the old copy — a chain::
 
-    worst = E + S + B                           EDGE_CACHES_HONOUR_AGE=false (default)
+    worst = E + S + B + CLOCK_SLACK             EDGE_CACHES_HONOUR_AGE=false (default)
 
 A write key published for the first time was answered 404 before; that answer is cached by the
 edge (``EDGE_NEGATIVE_TTL``, 0 in instant mode) and downstream (``EDGE_NOT_FOUND_MAX_AGE``, no
 stale extensions), and its term joins with the same rule; the bound is the larger of the two.
+
+**Whole seconds.** ``published_at`` (and ``Last-Modified``) is the publish instant truncated
+to its second, and shared caches such as nginx keep whole-second clocks that count their
+boundary second: each can let an old copy outlive the sum above by up to one second. The bound
+adds ``CLOCK_SLACK`` = 2 s for them (found by the propagation simulation and the nginx test).
 
 **stale-if-error** is not in the bound: a cache uses it only while its origin fails (RFC 5861
 §4), and during such an outage no new bundle reaches that cache anyway. When the outage ends
@@ -44,15 +49,17 @@ from typing import Any
 
 from edge.settings import EdgeSettings
 
+CLOCK_SLACK = 2  # seconds: published_at truncated to its second + whole-second shared caches
+
 FORMULA_CHAIN = (
-    "worst = max(E + S + B, E404 + 2*N404) where E = 0 if instant else EDGE_REFRESH_INTERVAL, "
+    "worst = max(E + S + B, E404 + 2*N404) + 2 s where E = 0 if instant else EDGE_REFRESH_INTERVAL, "
     "S = EDGE_S_MAXAGE + EDGE_STALE_WHILE_REVALIDATE, "
     "B = EDGE_MAX_AGE + EDGE_STALE_WHILE_REVALIDATE, "
     "E404 = 0 if instant else EDGE_NEGATIVE_TTL, N404 = EDGE_NOT_FOUND_MAX_AGE "
     "(caches may ignore Age: the layers add up)"
 )
 FORMULA_AGE = (
-    "worst = max(E, S, B, E404, N404) with the same terms "
+    "worst = max(E, S, B, E404, N404) + 2 s with the same terms "
     "(every cache honours Age = seconds since the edge verified its copy: RFC 9111 §4.2.3)"
 )
 
@@ -88,7 +95,7 @@ def worst_case_seconds(settings: EdgeSettings) -> int:
         worst = max(t.edge, t.shared, t.browser, t.edge_not_found, t.not_found)
     else:
         worst = max(t.edge + t.shared + t.browser, t.edge_not_found + 2 * t.not_found)
-    return math.ceil(worst)
+    return math.ceil(worst) + CLOCK_SLACK
 
 
 def _contributors(settings: EdgeSettings) -> list[str]:
