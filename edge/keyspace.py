@@ -7,7 +7,8 @@ MULTI/EXEC transaction.
 
 | key / channel              | holds                                                          |
 |----------------------------|----------------------------------------------------------------|
-| ``sc:{wk}:v:<n>``          | hash: ``json``, ``gzip``, ``etag``, ``published_at``, ``revision``, ``version`` |
+| ``sc:{wk}:v:<n>``          | hash: ``json``, ``gzip``, ``etag``, ``published_at``,          |
+|                            | ``revision``, ``version``                                      |
 | ``sc:{wk}:current``        | ``"<n> <etag>"``: the current version, moved after ``v:<n>`` exists |
 | ``sc:{wk}:versions``       | sorted set of kept version numbers (score = version)           |
 | channel ``sc:published``   | ``"<wk> <n>"`` after each publish (instant mode)                |

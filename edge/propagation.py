@@ -52,7 +52,8 @@ from edge.settings import EdgeSettings
 CLOCK_SLACK = 2  # seconds: published_at truncated to its second + whole-second shared caches
 
 FORMULA_CHAIN = (
-    "worst = max(E + S + B, E404 + 2*N404) + 2 s where E = 0 if instant else EDGE_REFRESH_INTERVAL, "
+    "worst = max(E + S + B, E404 + 2*N404) + 2 s where "
+    "E = 0 if instant else EDGE_REFRESH_INTERVAL, "
     "S = EDGE_S_MAXAGE + EDGE_STALE_WHILE_REVALIDATE, "
     "B = EDGE_MAX_AGE + EDGE_STALE_WHILE_REVALIDATE, "
     "E404 = 0 if instant else EDGE_NEGATIVE_TTL, N404 = EDGE_NOT_FOUND_MAX_AGE "

@@ -33,7 +33,7 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """A destination filter in Config API shape (``if`` is FQL; ``actions`` as the API takes them)."""
+    """A destination filter in Config API shape (``if`` is FQL; ``actions`` as the API has them)."""
 
     id: str
     if_: str

@@ -48,7 +48,8 @@ def propagation() -> str:
         f"| edge in-process cache | `EDGE_REFRESH_INTERVAL` = {life['edge_refresh_interval']:g} s "
         f"| E = {t['edge']:g} s |",
         f"| shared caches (CDN, nginx) | `EDGE_S_MAXAGE` = {life['s_maxage']} s + "
-        f"`EDGE_STALE_WHILE_REVALIDATE` = {life['stale_while_revalidate']} s | S = {t['shared']} s |",
+        f"`EDGE_STALE_WHILE_REVALIDATE` = {life['stale_while_revalidate']} s "
+        f"| S = {t['shared']} s |",
         f"| browser cache | `EDGE_MAX_AGE` = {life['max_age']} s + "
         f"`EDGE_STALE_WHILE_REVALIDATE` | B = {t['browser']} s |",
         f"| **worst case** | | **{p['worst_case_seconds']} s** "
@@ -61,7 +62,8 @@ def propagation() -> str:
         "replaced bundle at once, so E = 0. The edge sends `Age` (seconds since it last verified",
         "its copy against Redis); with `EDGE_CACHES_HONOUR_AGE=true` (every cache honours `Age`,",
         "RFC 9111 §4.2.3) the terms no longer add up and the bound is their maximum.",
-        f"`stale-if-error` ({life['stale_if_error']} s) is outside the bound: it applies only while",
+        f"`stale-if-error` ({life['stale_if_error']} s) is outside the bound: it applies only "
+        "while",
         "an origin fails. Responses carry `Surrogate-Key: <writeKey>`, so a CDN that supports",
         "surrogate keys can purge one source after a publish (e.g. a hook that calls the CDN's",
         "purge-by-key API with the write key from the `sc:published` message).",
