@@ -325,6 +325,9 @@ class Service:
                     f"destination {inst.display_name!r}: at most "
                     f"{filters_mod.MAX_FILTERS_PER_DESTINATION} filters, got {len(inst.filters)}",
                     code="too_many_filters")
+            if inst.connection_mode == "DEVICE":  # the browser runs these: only its functions
+                for f in inst.filters:
+                    filters_mod.validate_filter(filter_dict(f), device_mode=True)
         check_source(source, desired, self.catalog, self.limits)
         if self._same(existing, desired) and revision is None:
             current = self.store.current_bundle(source.id)
@@ -424,10 +427,11 @@ class Service:
             with self._lock:
                 current = self.store.current_bundle(source.id)
                 if current is None:
-                    yield self.publish(source)
-                    continue
-                pending, error = self._write_redis(source.write_key, current)
-                yield self._result(source, current, False, pending=pending, error=error)
+                    result = self.publish(source)
+                else:
+                    pending, error = self._write_redis(source.write_key, current)
+                    result = self._result(source, current, False, pending=pending, error=error)
+            yield result
 
     def rollback(self, source: Source, version: int) -> PublishResult:
         """Serve an earlier kept version again (the configuration itself is unchanged)."""
@@ -504,7 +508,7 @@ class Service:
                         code="copy_settings_mismatch")
                 settings = {**copy_from.settings, **settings}
             inst_id = self._new_id(name, set(), {i.id: i for i in existing})
-            flt = self._device_filters(spec.connection_mode, (), spec.filters or [])
+            flt = self.build_filters((), spec.filters or [], "destination")
             made.append(inst_id)
             return [*existing, Instance(
                 id=inst_id, catalog_slug=dest.slug, display_name=name,
@@ -545,9 +549,6 @@ class Service:
                             f"connection_mode must be CLOUD or DEVICE, got {mode!r}",
                             code="invalid_connection_mode")
                     new = replace(new, connection_mode=mode)
-                    if mode == "DEVICE":
-                        for f in new.filters:
-                            filters_mod.validate_filter(filter_dict(f), device_mode=True)
                 if "display_name" in fields:
                     self._check_name_free(existing, new.display_name, inst.id)
                 out.append(new)
@@ -580,7 +581,7 @@ class Service:
                     f"destination {inst.display_name!r} already has "
                     f"{filters_mod.MAX_FILTERS_PER_DESTINATION} filters, the limit",
                     code="too_many_filters")
-            new = self._device_filters(inst.connection_mode, (), [raw])[0]
+            new = self.build_filters((), [raw], "filter")[0]
             if any(f.title == new.title for f in flt):
                 raise AlreadyExists(f"destination {inst.display_name!r} already has a filter "
                                     f"titled {new.title!r}", code="duplicate_title")
@@ -600,7 +601,7 @@ class Service:
         def change(flt: tuple[Filter, ...], inst: Instance) -> tuple[Filter, ...]:
             old = self._filter(flt, inst, filter_id)
             raw = {**filter_dict(old), **fields}
-            new = replace(self._device_filters(inst.connection_mode, (), [raw])[0], id=old.id)
+            new = replace(self.build_filters((), [raw], "filter")[0], id=old.id)
             made.append(new)
             return tuple(new if f.id == filter_id else f for f in flt)
 
@@ -658,10 +659,6 @@ class Service:
                     return 200, body, False
                 existing = self.store.list_instances(source.id)
                 desired = self.build_instances(source, existing, specs)
-                for inst in desired:
-                    if inst.connection_mode == "DEVICE":
-                        for f in inst.filters:
-                            filters_mod.validate_filter(filter_dict(f), device_mode=True)
                 bundle, changed = self._commit(source, existing, desired, revision=revision)
                 source = replace(source, revision=revision)
                 result = self._result(source, bundle, changed, revision=revision)
@@ -683,14 +680,6 @@ class Service:
                     f"display name {name.strip()!r} is already used by destination {inst.id!r} "
                     f"on this source [duplicate_display_name: display names are unique on a "
                     f"source (case-insensitive)]", code="duplicate_display_name")
-
-    def _device_filters(self, mode: str, existing: Sequence[Filter],
-                        raws: Sequence[Mapping[str, Any]]) -> tuple[Filter, ...]:
-        """``build_filters``, refusing FQL a browser cannot run when the instance is device-mode."""
-        if mode == "DEVICE":
-            for raw in raws:
-                filters_mod.validate_filter(raw, device_mode=True)
-        return self.build_filters(existing, raws, "destination")
 
     @staticmethod
     def _filter(flt: Sequence[Filter], inst: Instance, filter_id: str) -> Filter:

@@ -177,6 +177,10 @@ WEB_DEST = ["sources", 0, "destinations"]
     pytest.param(_set(["sources", 0, "surprise"], 1), "unknown field 'surprise'",
                  id="unknown-field"),
     pytest.param(_set(["sources"], {"a": 1}), "sources must be an array", id="sources-object"),
+    pytest.param(_set([*WEB_DEST, 1, "filters", 0, "if"], 'uppercase(event) = "X"'),
+                 "uses uppercase(), which device-mode filters cannot", id="browser-cannot-run"),
+    pytest.param(_set([*WEB_DEST, 1, "filters", 0, "if"], 'event = "unterminated'),
+                 "unterminated string", id="fql-syntax"),
 ])
 def test_bad_workspace_file_is_refused_and_writes_nothing(
     env: Path, tmp_path: Path, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str],
