@@ -12,6 +12,7 @@ edge, as a CDN node would be.
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,10 +66,16 @@ class NginxLayout:
 
 def render(layout: NginxLayout, extra_headers: Mapping[str, str] | None = None) -> str:
     w = layout.workdir
+    # Every cached open file holds a descriptor: stay well inside the hard limit (a full
+    # table makes nginx fail requests with EMFILE instead of serving them).
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = 65536 if nofile == resource.RLIM_INFINITY else min(nofile, 65536)
+    file_cache = max(1000, nofile // 2 - 1000)
     adds = "\n".join(f'            add_header {k} "{v}";'
                      for k, v in (extra_headers or {}).items())
     return f"""
 worker_processes 1;
+worker_rlimit_nofile {nofile};
 daemon off;
 master_process on;
 pid {w}/nginx.pid;
@@ -82,7 +89,7 @@ http {{
     tcp_nodelay on;
     keepalive_requests 10000000;
     keepalive_timeout 120s;
-    open_file_cache max=250000 inactive=600s;
+    open_file_cache max={file_cache} inactive=600s;
     open_file_cache_valid 3600s;
     open_file_cache_errors on;
     types {{ }}
