@@ -116,8 +116,8 @@ def _seed(s: Setup) -> list[Published]:
             f"{cfg.total_sources:,} sources published (projected "
             f"{cfg.total_sources * seconds / max(1, done):.0f} s for all); the rest were "
             "compiled by the same code and written directly")
-        ids = seed.published_ids(db)
-        rest = [i for i in range(cfg.total_sources) if i + 1 not in ids]
+        # From Redis, not SQLite: the stopped run may have recorded a bundle it never wrote.
+        rest = seed.unpublished(client, keys)
         t0 = time.perf_counter()
         seed.publish_parallel(s.redis_url, rest, published_at=int(time.time()))
         cfg.log(f"seed: {len(rest):,} remaining sources published directly in "

@@ -130,6 +130,17 @@ def publish_direct(client: redis.Redis, indices: Iterable[int], *, published_at:
     return out
 
 
+def unpublished(client: redis.Redis, keys: Sequence[str], batch: int = 2000) -> list[int]:
+    """Indices of ``keys`` without a current pointer in Redis."""
+    missing: list[int] = []
+    for start in range(0, len(keys), batch):
+        pipe = client.pipeline(transaction=False)
+        for k in keys[start:start + batch]:
+            pipe.exists(keyspace.current_key(k))
+        missing.extend(start + n for n, found in enumerate(pipe.execute()) if not found)
+    return missing
+
+
 def _publish_chunk(args: tuple[str, list[int], int]) -> int:
     redis_url, indices, published_at = args
     client = redis.Redis.from_url(redis_url)
