@@ -1,11 +1,12 @@
 """The Redis writer: immutable bundle versions, an atomic current pointer, bounded history.
 
-A publish is one MULTI/EXEC transaction that writes the version hash ``sc:{wk}:v:<n>``,
-records ``n`` in ``sc:{wk}:versions`` and only then moves ``sc:{wk}:current`` — so an edge
-that reads the pointer and then the hash never finds a missing or half-written version. All
-of a source's keys share one hash tag, so the transaction also works on Redis Cluster. After
-the transaction a message goes to ``sc:published`` (edges in instant mode evict at once) and
-versions beyond ``keep_versions`` are deleted, never the current one.
+A publish is one Lua script (atomic, like MULTI/EXEC) that writes the version hash
+``sc:{wk}:v:<n>``, records ``n`` in ``sc:{wk}:versions``, moves ``sc:{wk}:current``, sends
+``<wk> <n>`` on ``sc:published`` (edges in instant mode evict at once) and deletes versions
+beyond ``keep_versions``, never the current one — so an edge that reads the pointer and then
+the hash never finds a missing or half-written version. All of a source's keys share one hash
+tag, so the script also runs on Redis Cluster, and ``write_many`` pipelines many sources'
+scripts per round trip for ``republish --all``.
 
 The bytes, their gzip and their ETag are computed once, in :func:`make_bundle`; SQLite keeps
 the same :class:`Bundle`, so Redis can be rebuilt from it byte for byte.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -70,6 +72,33 @@ def _ints(members: Any) -> list[int]:
     return [int(m) for m in members]
 
 
+# One publish, atomically: the version hash, its place in the history, the pointer, the
+# message and the pruning run as one script, so a reader never sees a pointer to a missing or
+# half-written version, and many publishes can share one round trip (``write_many``). Every key
+# carries the source's hash tag; the pruned version keys are built from KEYS[1]'s tag, in the
+# same slot.
+_INSTALL = """
+local vkey, zkey, ckey = KEYS[1], KEYS[2], KEYS[3]
+local version = ARGV[1]
+redis.call('HSET', vkey, 'json', ARGV[2], 'gzip', ARGV[3], 'etag', ARGV[4],
+           'published_at', ARGV[5], 'revision', ARGV[6], 'version', version)
+redis.call('ZADD', zkey, version, version)
+redis.call('SET', ckey, ARGV[7])
+redis.call('PUBLISH', ARGV[9], ARGV[10])
+local excess = redis.call('ZRANGE', zkey, 0, -(tonumber(ARGV[8]) + 1))
+local prefix = string.sub(vkey, 1, string.len(vkey) - string.len(version))
+local pruned = 0
+for _, v in ipairs(excess) do
+  if v ~= version then
+    redis.call('ZREM', zkey, v)
+    redis.call('DEL', prefix .. v)
+    pruned = pruned + 1
+  end
+end
+return pruned
+"""
+
+
 class RedisPublisher:
     """Writes bundles for the single publisher of a deployment (sync client, raw bytes)."""
 
@@ -78,33 +107,45 @@ class RedisPublisher:
             raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
         self.client = client
         self.keep_versions = keep_versions
+        self._install_script = client.register_script(_INSTALL)
 
     def write(self, write_key: str, bundle: Bundle) -> None:
-        """Publish a new version: hash and pointer in one transaction, then notify and prune."""
-        self._install(write_key, bundle)
+        """Publish a new version: hash, history, pointer, message and pruning, atomically."""
+        self._install(write_key, bundle, self.client)
 
     def point(self, write_key: str, bundle: Bundle) -> None:
         """Make ``bundle`` current again (rollback, or restore after a flush).
 
-        The hash is rewritten from the given bytes in the same transaction that moves the
-        pointer; the bytes are those SQLite recorded, so rewriting an existing hash is a no-op.
+        The hash is rewritten from the given bytes in the same script that moves the pointer;
+        the bytes are those SQLite recorded, so rewriting an existing hash is a no-op.
         """
-        self._install(write_key, bundle)
+        self._install(write_key, bundle, self.client)
 
-    def _install(self, write_key: str, bundle: Bundle) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(
-            keyspace.version_key(write_key, bundle.version),
-            mapping=bundle.envelope(write_key).to_hash(),  # type: ignore[arg-type]
-        )
-        pipe.zadd(keyspace.versions_key(write_key), {str(bundle.version): bundle.version})
-        pointer = keyspace.encode_pointer(bundle.version, bundle.etag)
-        pipe.set(keyspace.current_key(write_key), pointer)
-        pipe.execute()
-        self.client.publish(
-            keyspace.PUBLISHED_CHANNEL, keyspace.encode_message(write_key, bundle.version)
-        )
-        self.prune(write_key)
+    def write_many(self, items: Iterable[tuple[str, Bundle]], *, batch: int = 500) -> int:
+        """``point`` for many sources, ``batch`` scripts per round trip (``republish --all``).
+
+        Each source is still installed atomically; a Redis error propagates, and the sources
+        of the failed batch may or may not have been written (writing them again is harmless).
+        """
+        done = 0
+        pipe = self.client.pipeline(transaction=False)
+        for write_key, bundle in items:
+            self._install(write_key, bundle, pipe)
+            if len(pipe) >= batch:
+                done += len(pipe.execute())
+        if len(pipe):
+            done += len(pipe.execute())
+        return done
+
+    def _install(self, write_key: str, bundle: Bundle, target: Any) -> None:
+        keys = [keyspace.version_key(write_key, bundle.version),
+                keyspace.versions_key(write_key), keyspace.current_key(write_key)]
+        args: list[bytes | str | int] = [
+            bundle.version, bundle.json, bundle.gzip, bundle.etag, bundle.published_at,
+            bundle.revision, keyspace.encode_pointer(bundle.version, bundle.etag),
+            self.keep_versions, keyspace.PUBLISHED_CHANNEL,
+            keyspace.encode_message(write_key, bundle.version)]
+        self._install_script(keys=keys, args=args, client=target)
 
     def prune(self, write_key: str) -> list[int]:
         """Delete versions beyond the newest ``keep_versions``, sparing the current one."""

@@ -14,6 +14,7 @@ One lock serialises writes: the publisher is the single writer of a deployment.
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import secrets
 import threading
@@ -417,21 +418,35 @@ class Service:
                 bundle, changed = self._stage(current, self.store.list_instances(current.id))
             return self._push(current, bundle, changed)
 
-    def republish_all(self) -> Iterator[PublishResult]:
+    def republish_all(self, *, batch: int = 500) -> Iterator[PublishResult]:
         """Rebuild Redis from SQLite: every source's current bundle, byte for byte.
 
         This restores what was served (after a rollback, the rolled-back version); it does
         not recompile — ``publish`` does that. A source never published is published now.
+        Sources go to Redis ``batch`` at a time, one round trip per batch.
         """
-        for source in self.store.all_sources():
+        rows = self.store.current_bundles()
+        while True:
+            chunk = list(itertools.islice(rows, batch))
+            if not chunk:
+                return
+            items = [(src, bundle) for src, bundle in chunk if bundle is not None]
+            pending, error = False, ""
             with self._lock:
-                current = self.store.current_bundle(source.id)
-                if current is None:
-                    result = self.publish(source)
+                if self.publisher is None:
+                    pending, error = True, "no Redis configured"
                 else:
-                    pending, error = self._write_redis(source.write_key, current)
-                    result = self._result(source, current, False, pending=pending, error=error)
-            yield result
+                    try:
+                        self.publisher.write_many(
+                            ((src.write_key, bundle) for src, bundle in items), batch=batch)
+                    except redis.RedisError as exc:
+                        pending, error = True, (f"Redis unreachable, publish pending ({exc}); "
+                                                "run `republish --all`")
+            for src, bundle in items:
+                yield self._result(src, bundle, False, pending=pending, error=error)
+            for src, maybe in chunk:
+                if maybe is None:
+                    yield self.publish(src)
 
     def rollback(self, source: Source, version: int) -> PublishResult:
         """Serve an earlier kept version again (the configuration itself is unchanged)."""

@@ -293,3 +293,28 @@ def test_rollback_survives_a_flush(redis_client: redis.Redis, store: Store) -> N
     assert publisher.current(source.write_key) == (2, bundle(2).etag)
     envelope = read_envelope(redis_client, source.write_key, 2)
     assert envelope is not None and envelope.json == doc(2)
+
+
+def test_write_many_installs_every_source_in_batches(redis_client: redis.Redis) -> None:
+    """write_many publishes each source (hash, pointer, history, message) across batches."""
+    publisher = RedisPublisher(redis_client, keep_versions=2)
+    keys = [f"wk-many-{i}" for i in range(7)]
+    for key in keys:
+        publisher.write(key, bundle(1))
+    pubsub = redis_client.pubsub()
+    pubsub.subscribe(keyspace.PUBLISHED_CHANNEL)
+    assert pubsub.get_message(timeout=1)  # the subscribe confirmation
+
+    done = publisher.write_many(((key, bundle(n)) for key in keys for n in (2, 3)), batch=3)
+
+    assert done == 14
+    for key in keys:
+        assert publisher.current(key) == (3, bundle(3).etag)
+        assert publisher.kept_versions(key) == [2, 3]
+        assert not redis_client.exists(keyspace.version_key(key, 1))
+        envelope = read_envelope(redis_client, key, 3)
+        assert envelope is not None and envelope.json == doc(3)
+    messages = [pubsub.get_message(timeout=1) for _ in range(14)]
+    assert sorted(m["data"] for m in messages if m) == sorted(
+        keyspace.encode_message(key, n) for key in keys for n in (2, 3))
+    pubsub.close()
