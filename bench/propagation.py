@@ -72,10 +72,10 @@ def _service_writer(svc: Any) -> Callable[[int, int], None]:
     return write
 
 
-def _api_writer(svc: Any, port: int, token: str, n: int) -> Callable[[int, int], None]:
+def _api_writer(svc: Any, conn: http.client.HTTPConnection, token: str,
+                n: int) -> Callable[[int, int], None]:
     """Change source ``i`` with ``PATCH .../destinations/{id}`` on the Config API."""
     targets = {i: _target(svc, i) for i in range(n)}  # looked up before the clock starts
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
 
     def write(i: int, n: int) -> None:
         source, inst_id, name = targets[i]
@@ -156,6 +156,7 @@ def measure(s: Setup) -> None:
     db = str(s.work / "publisher.db")
     svc = _service(db, s.redis_url)
     n = min(s.cfg.changes, s.cfg.sources)
+    conn: http.client.HTTPConnection | None = None
     try:
         from publisher.auth import create_token
 
@@ -168,7 +169,8 @@ def measure(s: Setup) -> None:
                           "PUBLISHER_DB": db, "REDIS_URL": s.redis_url,
                           "PUBLISHER_HOST": "127.0.0.1", "PUBLISHER_PORT": str(port),
                           "PUBLISHER_RATE_LIMIT": "1000000"})
-        writer = _api_writer(svc, port, token, n)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        writer = _api_writer(svc, conn, token, n)
         x["api_write_path"] = "Config API PATCH over HTTP (publisher serve, on the load core)"
     except ImportError:
         writer = _service_writer(svc)
@@ -184,4 +186,8 @@ def measure(s: Setup) -> None:
                 s.cfg.log(f"write -> edge ({how}): p50 {p50:.1f} ms, p99 {p99:.1f} ms over "
                           f"{len(seen)} changes")
     finally:
+        if conn is not None:
+            conn.close()
+        if svc.publisher is not None:
+            svc.publisher.client.close()
         svc.store.close()
