@@ -35,7 +35,6 @@ room:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -176,7 +175,9 @@ def _device_settings(inst: Instance, dest: CatalogDestination, platform: str) ->
         if name in dest.settings and not dest.settings[name].secret
     )
     # Copies: the document must not share mutable values with the instance or the catalog.
-    entry = copy.deepcopy(settings)
+    # Settings are JSON by construction, and an orjson round trip copies them ~10x faster
+    # than copy.deepcopy (republishing 100k sources spent most of compile in deepcopy).
+    entry: dict[str, Any] = orjson.loads(orjson.dumps(settings))
     version_settings: dict[str, Any] = {"componentTypes": [platform]}
     if platform == "browser" and dest.bundle_version:
         version_settings["version"] = dest.bundle_version

@@ -422,31 +422,35 @@ class Service:
         """Rebuild Redis from SQLite: every source's current bundle, byte for byte.
 
         This restores what was served (after a rollback, the rolled-back version); it does
-        not recompile — ``publish`` does that. A source never published is published now.
-        Sources go to Redis ``batch`` at a time, one round trip per batch.
+        not recompile — ``publish`` does that. A source never published is compiled and
+        published now. Sources go to Redis ``batch`` at a time, one round trip per batch.
         """
         rows = self.store.current_bundles()
         while True:
             chunk = list(itertools.islice(rows, batch))
             if not chunk:
                 return
-            items = [(src, bundle) for src, bundle in chunk if bundle is not None]
+            staged: list[tuple[Source, Bundle, bool]] = []
             pending, error = False, ""
             with self._lock:
+                with self.store.transaction():
+                    for src, current in chunk:
+                        if current is None:  # never published: compile it now
+                            bundle, _ = self._stage(src, self.store.list_instances(src.id))
+                            staged.append((src, bundle, True))
+                        else:
+                            staged.append((src, current, False))
                 if self.publisher is None:
                     pending, error = True, "no Redis configured"
                 else:
                     try:
                         self.publisher.write_many(
-                            ((src.write_key, bundle) for src, bundle in items), batch=batch)
+                            ((src.write_key, bundle) for src, bundle, _ in staged), batch=batch)
                     except redis.RedisError as exc:
                         pending, error = True, (f"Redis unreachable, publish pending ({exc}); "
                                                 "run `republish --all`")
-            for src, bundle in items:
-                yield self._result(src, bundle, False, pending=pending, error=error)
-            for src, maybe in chunk:
-                if maybe is None:
-                    yield self.publish(src)
+            for src, bundle, changed in staged:
+                yield self._result(src, bundle, changed, pending=pending, error=error)
 
     def rollback(self, source: Source, version: int) -> PublishResult:
         """Serve an earlier kept version again (the configuration itself is unchanged)."""

@@ -260,3 +260,28 @@ def test_redis_down_keeps_change_pending(env: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{good_url['port']}/0")
     assert main(["republish", "--all"]) == 0
     assert redis_client.get(keyspace.current_key(WEB_KEY)) is not None
+
+
+def test_republish_publishes_sources_never_published(env: Path, redis_client: redis.Redis,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Sources that SQLite holds without any bundle (e.g. imported) are compiled and published."""
+    from publisher.model import Instance
+    from publisher.store import Store
+
+    with Store.open(str(env)) as store:
+        ws = store.create_workspace("imported", "Imported")
+        for n in range(3):
+            src = store.create_source(ws.id, f"site-{n}", f"Site {n}", "web",
+                                      write_key=f"importedWriteKey{n:04d}")
+            store.replace_instances(src.id, [Instance(
+                id="amplitude", catalog_slug="amplitude", display_name="Amplitude",
+                connection_mode="DEVICE", enabled=True, settings={"apiKey": f"key-{n}"})])
+
+    assert main(["republish", "--all"]) == 0
+
+    assert "republished 3 of 3 sources" in capsys.readouterr().out
+    for n in range(3):
+        pointer = redis_client.get(keyspace.current_key(f"importedWriteKey{n:04d}"))
+        assert keyspace.decode_pointer(pointer)[0] == 1
+        body = redis_client.hget(keyspace.version_key(f"importedWriteKey{n:04d}", 1), "json")
+        assert body is not None and f"key-{n}".encode() in body
