@@ -20,7 +20,7 @@ from bench.procs import Proc, Processes, free_port
 VENV_BIN = Path(sys.executable).parent
 # The uvicorn flags the edge runs with (edge/cli.py); the ASGI limit gets the same ones.
 UVICORN_FLAGS = ("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-server-header",
-                 "--log-level", "warning", "--lifespan", "on")
+                 "--no-proxy-headers", "--log-level", "warning", "--lifespan", "on")
 BROWSER_HEADERS = {"Accept-Encoding": "gzip, deflate, br, zstd",
                    "Origin": "https://shop.example", "User-Agent": "settings-cdn-bench"}
 

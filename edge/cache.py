@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol, Union
 
-from cachetools import LRUCache, TTLCache
+from cachetools import TTLCache
 
 from edge import http
 from edge.keyspace import Envelope
@@ -55,6 +55,11 @@ class Entry:
     checked_at: float  # clock time of the last successful check against Redis
     fresh_until: float
     stale: bool = False
+    etag_bytes: bytes = b""
+    # The three header lists with ``Age`` (and the stale marker) appended, rebuilt only when
+    # the whole-second age or the stale flag changes: a hit builds no list per request.
+    _memo_key: tuple[int, bool] = (-1, False)
+    _memo: tuple[http.Headers, http.Headers, http.Headers] = ([], [], [])
 
     @classmethod
     def build(cls, env: Envelope, *, cache_control: str, now: float, refresh: float) -> Entry:
@@ -72,12 +77,24 @@ class Entry:
             published_at=env.published_at, json=env.json, gzip=env.gzip,
             headers_identity=identity, headers_gzip=gzipped,
             headers_304=http.not_modified_headers(identity),
-            checked_at=now, fresh_until=now + refresh,
+            checked_at=now, fresh_until=now + refresh, etag_bytes=env.etag.encode("latin-1"),
         )
 
     def age(self, now: float) -> int:
         """Seconds since last verified, rounded up (conservative for ``Age``)."""
         return max(0, math.ceil(now - self.checked_at))
+
+    def response_headers(self, now: float) -> tuple[http.Headers, http.Headers, http.Headers]:
+        """``(identity, gzip, 304)`` header lists for a response sent at ``now``."""
+        key = (self.age(now), self.stale)
+        if key != self._memo_key:
+            extra = [(b"age", str(key[0]).encode())]
+            if self.stale:
+                extra.append((http.STALE_HEADER, b"1"))
+            self._memo = (self.headers_identity + extra, self.headers_gzip + extra,
+                          self.headers_304 + extra)
+            self._memo_key = key
+        return self._memo
 
 
 class _Miss(enum.Enum):
@@ -91,6 +108,25 @@ _Result = Union["Entry", _Miss, None]
 class _Flight:
     task: asyncio.Task[_Result]
     dirty: bool = field(default=False)
+
+
+class _Entries(dict[str, Entry]):
+    """Bundles by write key, least recently *verified* first.
+
+    A hit is a plain ``dict.get``: no bookkeeping per request. Recency moves only when an
+    entry is filled or re-verified against Redis (at least once per refresh interval while it
+    is requested), so the bundles evicted first are the ones nobody asked for lately.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def put(self, key: str, entry: Entry) -> None:
+        self.pop(key, None)
+        self[key] = entry
+        while len(self) > self.maxsize:
+            del self[next(iter(self))]
 
 
 class BundleCache:
@@ -114,7 +150,7 @@ class BundleCache:
         self.negative_ttl = negative_ttl
         self.retry_interval = retry_interval
         self.metrics = metrics or Metrics()
-        self._entries: LRUCache[str, Entry] = LRUCache(maxsize=max_entries)
+        self._entries = _Entries(max_entries)
         self._negative: TTLCache[str, float] = TTLCache(
             maxsize=negative_max_entries, ttl=max(negative_ttl, 1e-9), timer=clock
         )
@@ -204,6 +240,7 @@ class BundleCache:
                 if entry is not None and entry.version == version and entry.etag == etag:
                     entry.checked_at, entry.fresh_until = now, now + self.refresh_interval
                     entry.stale = False
+                    self._entries.put(write_key, entry)
                     self._redis_ok(now)
                     return entry
                 envelope = await self.source.envelope(write_key, version)
@@ -212,7 +249,7 @@ class BundleCache:
                         envelope, cache_control=self.cache_control, now=now,
                         refresh=self.refresh_interval,
                     )
-                    self._entries[write_key] = fresh
+                    self._entries.put(write_key, fresh)
                     self._negative.pop(write_key, None)
                     self._redis_ok(now)
                     return fresh

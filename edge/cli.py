@@ -59,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         server_header=False,
+        # The edge never reads the client address: skip uvicorn's X-Forwarded-* middleware.
+        proxy_headers=False,
         log_level=settings.log_level,
     )
     return 0

@@ -196,7 +196,25 @@ async def test_negative_cache_is_bounded_and_spares_bundles(
 async def test_bundle_cache_is_bounded(
     source: CountingSource, redis_client: redis.Redis
 ) -> None:
-    """At most max_entries bundles are held; the least recently used goes first."""
+    """At most max_entries bundles are held; the least recently verified goes first."""
+    for wk in ("a", "b", "c"):
+        publish(redis_client, wk)
+    clock = ManualClock()
+    cache = make_cache(source, clock, max_entries=2)
+    await cache.get("a")
+    await cache.get("b")
+
+    clock.advance(31.0)
+    await cache.get("a")  # re-verified against Redis: now the most recent
+    await cache.get("c")
+
+    assert sorted(e.write_key for e in cache.entries()) == ["a", "c"]
+
+
+async def test_hits_between_verifications_do_not_reorder(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """A plain hit costs no bookkeeping: order moves only when an entry is (re)verified."""
     for wk in ("a", "b", "c"):
         publish(redis_client, wk)
     cache = make_cache(source, ManualClock(), max_entries=2)
@@ -204,7 +222,7 @@ async def test_bundle_cache_is_bounded(
     for wk in ("a", "b", "a", "c"):
         await cache.get(wk)
 
-    assert sorted(e.write_key for e in cache.entries()) == ["a", "c"]
+    assert sorted(e.write_key for e in cache.entries()) == ["b", "c"]
 
 
 async def test_publish_of_a_negatively_cached_key_is_seen_after_ttl(
