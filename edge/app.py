@@ -63,6 +63,11 @@ def _accepts_gzip(raw: bytes) -> bool:
     return http.accepts_gzip(raw.decode("latin-1"))
 
 
+@functools.lru_cache(maxsize=4096)
+def _age_bytes(age: int) -> bytes:
+    return str(age).encode()
+
+
 async def _respond(send: Send, status: int, headers: http.Headers, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -111,7 +116,10 @@ async def _serve_entry(scope: Scope, send: Send, rt: Runtime, entry: Entry, head
             if_none_match = value if if_none_match is None else if_none_match + b"," + value
         elif name == b"if-modified-since":
             if_modified_since = value
-    identity, gzipped, not_modified = entry.response_headers(rt.clock())
+    # Age: seconds since the copy was last verified against Redis (see edge/propagation.py).
+    extra = [(b"age", _age_bytes(entry.age(rt.clock())))]
+    if entry.stale:
+        extra.append((http.STALE_HEADER, b"1"))
     # RFC 9110 §13.2.2: If-None-Match is evaluated first; If-Modified-Since only without it.
     if if_none_match is not None:
         # A revalidating client sends back exactly our ETag: compare bytes before parsing.
@@ -124,12 +132,12 @@ async def _serve_entry(scope: Scope, send: Send, rt: Runtime, entry: Entry, head
         unchanged = False
     if unchanged:
         rt.metrics.requests["settings", 304] += 1
-        return await _respond(send, 304, not_modified, b"")
+        return await _respond(send, 304, entry.headers_304 + extra, b"")
     rt.metrics.requests["settings", 200] += 1
     if accept_encoding is not None and _accepts_gzip(accept_encoding):
-        await _respond(send, 200, gzipped, b"" if head else entry.gzip)
+        await _respond(send, 200, entry.headers_gzip + extra, b"" if head else entry.gzip)
     else:
-        await _respond(send, 200, identity, b"" if head else entry.json)
+        await _respond(send, 200, entry.headers_identity + extra, b"" if head else entry.json)
 
 
 class EdgeApp:

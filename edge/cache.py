@@ -56,10 +56,6 @@ class Entry:
     fresh_until: float
     stale: bool = False
     etag_bytes: bytes = b""
-    # The three header lists with ``Age`` (and the stale marker) appended, rebuilt only when
-    # the whole-second age or the stale flag changes: a hit builds no list per request.
-    _memo_key: tuple[int, bool] = (-1, False)
-    _memo: tuple[http.Headers, http.Headers, http.Headers] = ([], [], [])
 
     @classmethod
     def build(cls, env: Envelope, *, cache_control: str, now: float, refresh: float) -> Entry:
@@ -83,18 +79,6 @@ class Entry:
     def age(self, now: float) -> int:
         """Seconds since last verified, rounded up (conservative for ``Age``)."""
         return max(0, math.ceil(now - self.checked_at))
-
-    def response_headers(self, now: float) -> tuple[http.Headers, http.Headers, http.Headers]:
-        """``(identity, gzip, 304)`` header lists for a response sent at ``now``."""
-        key = (self.age(now), self.stale)
-        if key != self._memo_key:
-            extra = [(b"age", str(key[0]).encode())]
-            if self.stale:
-                extra.append((http.STALE_HEADER, b"1"))
-            self._memo = (self.headers_identity + extra, self.headers_gzip + extra,
-                          self.headers_304 + extra)
-            self._memo_key = key
-        return self._memo
 
 
 class _Miss(enum.Enum):
