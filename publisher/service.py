@@ -365,13 +365,14 @@ class Service:
         current = self.store.current_bundle(source.id)
         if current is not None and current.json == data:
             return current, False
-        latest = self.store.latest_bundle(source.id)
+        # No current bundle means none at all (current_bundle falls back to the newest).
+        latest = self.store.latest_bundle(source.id) if current is not None else None
         version = (latest.version if latest else 0) + 1
         bundle = make_bundle(data, version=version, revision=source.revision,
                              published_at=int(self.clock()))
-        self.store.record_bundle(source.id, bundle)
-        self.store.set_current(source.id, bundle.version)
-        self.store.prune_bundles(source.id, self.keep_versions)
+        self.store.record_bundle(source.id, bundle)  # also makes it the current version
+        if version > self.keep_versions:
+            self.store.prune_bundles(source.id, self.keep_versions)
         return bundle, True
 
     def _push(self, source: Source, bundle: Bundle, changed: bool) -> PublishResult:
