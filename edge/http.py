@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from email.utils import formatdate, parsedate_to_datetime
 
+from edge import keyspace
+
 Headers = list[tuple[bytes, bytes]]
 
 NOT_FOUND_BODY = b"Cannot GET - Invalid path or write key provided."
@@ -29,7 +31,7 @@ ALLOW = b"GET, HEAD, OPTIONS"
 
 # Write keys are URL-safe tokens; anything else cannot name a source, so it is answered 404
 # without a Redis round trip (and cannot smuggle a '{' into the Redis hash tag).
-WRITE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+WRITE_KEY_RE = keyspace.WRITE_KEY_RE
 
 
 def valid_write_key(write_key: str) -> bool:

@@ -18,9 +18,12 @@ MULTI/EXEC transaction.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 PREFIX = "sc"
+# What a write key may be: URL-safe, so it can sit in a path and a hash tag unescaped.
+WRITE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 PUBLISHED_CHANNEL = f"{PREFIX}:published"
 
 # Field names of the version hash.

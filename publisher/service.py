@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 import redis
 
+from edge import keyspace
 from publisher import filters as filters_mod
 from publisher.catalog import Catalog, validate_settings
 from publisher.compile import CompileOptions, canonical_bytes, compile_source
@@ -34,10 +35,10 @@ from publisher.errors import AlreadyExists, InvalidArgument, NotFound
 from publisher.model import CONNECTION_MODES, SOURCE_TYPES, Filter, Instance, Source, Workspace
 from publisher.publish import Bundle, RedisPublisher, make_bundle
 from publisher.rules import RuleLimits, check_source, default_display_name
-from publisher.store import Store
+from publisher.store import Store, new_instance_id
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
-WRITE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
 
 
 def check_slug(kind: str, value: Any) -> str:
@@ -49,16 +50,14 @@ def check_slug(kind: str, value: Any) -> str:
 
 
 def check_write_key(value: Any) -> str:
-    if not isinstance(value, str) or not WRITE_KEY_RE.match(value):
+    # The keyspace decides what a write key may be; a chosen one must also not be guessable
+    # by its length alone (generated keys are 32 characters).
+    if not isinstance(value, str) or not (8 <= len(value) <= 128) \
+            or not keyspace.WRITE_KEY_RE.fullmatch(value):
         raise InvalidArgument(
-            f"write key must be 8-64 characters of A-Z a-z 0-9 _ -, got {value!r}",
+            f"write key must be 8-128 characters of A-Z a-z 0-9 _ -, got {value!r}",
             code="invalid_write_key")
     return value
-
-
-def slugify(text: str) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.casefold()).strip("-")
-    return slug[:56] or "destination"
 
 
 def _rfc3339(ts: float) -> str:
@@ -249,7 +248,10 @@ class Service:
                     f"{spec.connection_mode!r}", code="invalid_connection_mode")
             name = default_display_name(dest, out, spec.display_name)
             match = by_id.get(spec.id) if spec.id else by_name.get(name.strip().casefold())
-            inst_id = match.id if match else (spec.id or self._new_id(name, taken, by_id))
+            if match is not None:
+                inst_id = match.id
+            else:
+                inst_id = spec.id or new_instance_id(name, taken | by_id.keys())
             if inst_id in taken:
                 raise InvalidArgument(f"{where}: duplicate destination id {inst_id!r}",
                                       code="duplicate_id")
@@ -292,15 +294,6 @@ class Service:
                       title=valid["title"], description=valid.get("description") or "",
                       enabled=bool(valid.get("enabled", True)))
 
-    @staticmethod
-    def _new_id(name: str, taken: set[str], existing: Mapping[str, Instance]) -> str:
-        base = slugify(name)
-        candidate, n = base, 1
-        while candidate in taken or candidate in existing:
-            n += 1
-            candidate = f"{base}-{n}"
-        return candidate
-
     # -- commit, compile, publish --------------------------------------------------------
 
     @staticmethod
@@ -334,24 +327,13 @@ class Service:
             current = self.store.current_bundle(source.id)
             if current is not None:
                 return current, False
-        now = _rfc3339(self.clock())
-        old = {i.id: i for i in existing}
-        stamped = []
-        for inst in desired:
-            prev = old.get(inst.id)
-            unchanged = prev is not None and self._same([prev], [inst])
-            stamped.append(replace(
-                inst,
-                created_at=prev.created_at if prev else now,
-                updated_at=prev.updated_at if unchanged and prev else now,
-            ))
-        self.store.replace_instances(source.id, stamped)
+        self.store.replace_instances(source.id, desired)  # keeps or sets the timestamps
         if revision is None:
             rev = self.store.bump_revision(source.id)
         else:
             self.store.set_revision(source.id, revision)
             rev = revision
-        return self._stage(replace(source, revision=rev), stamped)
+        return self._stage(replace(source, revision=rev), desired)
 
     def compile(self, source: Source, instances: Sequence[Instance] | None = None) -> bytes:
         if instances is None:
@@ -527,7 +509,7 @@ class Service:
                         "be copied between instances of the same catalog destination",
                         code="copy_settings_mismatch")
                 settings = {**copy_from.settings, **settings}
-            inst_id = self._new_id(name, set(), {i.id: i for i in existing})
+            inst_id = new_instance_id(name, {i.id for i in existing})
             flt = self.build_filters((), spec.filters or [], "destination")
             made.append(inst_id)
             return [*existing, Instance(

@@ -20,7 +20,7 @@ import secrets
 import sqlite3
 import threading
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +28,7 @@ from typing import Any, cast
 
 import orjson
 
+from edge import keyspace
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
 from publisher.model import (
     CONNECTION_MODES,
@@ -43,7 +44,7 @@ from publisher.publish import Bundle
 
 BUSY_TIMEOUT_MS = 5000
 SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-WRITE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+WRITE_KEY_RE = keyspace.WRITE_KEY_RE
 INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 TOKEN_SCOPES = ("read", "write")
 
@@ -175,6 +176,15 @@ def slugify(text: str) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:64].rstrip("-") or "destination"
+
+
+def new_instance_id(display_name: str, taken: Collection[str]) -> str:
+    """A URL-safe id for a new instance, from its display name, not in ``taken``."""
+    base = slugify(display_name)
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
 
 
 def _workspace(row: sqlite3.Row) -> Workspace:
@@ -385,7 +395,7 @@ class Store:
                 f"source type {type!r} is not one of {', '.join(SOURCE_TYPES)}"
             )
         if write_key is not None and (
-            not isinstance(write_key, str) or not WRITE_KEY_RE.match(write_key)
+            not isinstance(write_key, str) or not WRITE_KEY_RE.fullmatch(write_key)
         ):
             raise InvalidArgument(
                 f"write key {write_key!r} is not URL-safe (1-128 letters, digits, '_', '-')"
@@ -621,16 +631,6 @@ class Store:
                 " enabled = ?, position = ?, updated_at = ? WHERE pk = ?",
                 (*values, position, updated_at, row["pk"]),
             )
-
-    def new_instance_id(self, source_id: int, display_name: str) -> str:
-        """A URL-safe id for a new instance, from its display name, unique in the source."""
-        base = slugify(display_name)
-        rows = self._all("SELECT id FROM destinations WHERE source_id = ?", (source_id,))
-        taken = {r["id"] for r in rows}
-        candidate, n = base, 2
-        while candidate in taken:
-            candidate, n = f"{base}-{n}", n + 1
-        return candidate
 
     # -- bundles ----------------------------------------------------------------------
 
