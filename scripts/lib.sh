@@ -63,3 +63,29 @@ while time.monotonic() < deadline:
 sys.exit(f"nothing listens on {host}:{port} after {limit}s")
 PYEOF
 }
+
+# Install the Debian packages whose commands are missing: ensure_debian_packages CMD:PKG ...
+# (root runs apt-get itself; otherwise sudo if present; else a message naming the packages).
+ensure_debian_packages() {
+  local missing=() pair cmd pkg
+  for pair in "$@"; do
+    cmd="${pair%%:*}"; pkg="${pair#*:}"
+    command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+      echo "missing Debian packages: ${missing[*]} (run: apt-get install ${missing[*]})" >&2
+      return 1
+    fi
+  fi
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "missing packages: ${missing[*]}, and no apt-get to install them" >&2
+    return 1
+  fi
+  echo "installing Debian packages: ${missing[*]}" >&2
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
