@@ -36,6 +36,10 @@ class BundleSource(Protocol):
 
     async def envelope(self, write_key: str, version: int) -> Envelope | None: ...
 
+    async def current(
+        self, write_key: str
+    ) -> tuple[tuple[int, str], Envelope | None] | None: ...
+
 
 class Unavailable(Exception):
     """A key the edge does not hold while Redis cannot be reached: answer 503."""
@@ -210,8 +214,13 @@ class BundleCache:
         now = self.clock()  # verification instant = before the read: Age errs on the old side
         entry = self._entries.get(write_key)
         try:
-            pointer = await self.source.pointer(write_key)
-            if entry is not None:
+            if entry is None:  # a cold miss reads pointer and bytes in one round trip
+                found = await self.source.current(write_key)
+                pointer = None if found is None else found[0]
+                if found is not None and found[1] is not None:
+                    return self._fill(write_key, found[1], now)
+            else:  # a refresh reads only the small pointer
+                pointer = await self.source.pointer(write_key)
                 self.metrics.cache_refreshes += 1
             for attempt in range(2):  # the version may be pruned between pointer and hash reads
                 if pointer is None:
@@ -229,20 +238,22 @@ class BundleCache:
                     return entry
                 envelope = await self.source.envelope(write_key, version)
                 if envelope is not None:
-                    fresh = Entry.build(
-                        envelope, cache_control=self.cache_control, now=now,
-                        refresh=self.refresh_interval,
-                    )
-                    self._entries.put(write_key, fresh)
-                    self._negative.pop(write_key, None)
-                    self._redis_ok(now)
-                    return fresh
+                    return self._fill(write_key, envelope, now)
                 if attempt == 0:
                     pointer = await self.source.pointer(write_key)
             raise StoreUnavailable(f"pointer of {write_key!r} names a missing version")
         except StoreUnavailable as exc:
             self._redis_failed(exc)
             return _Miss.UNAVAILABLE
+
+    def _fill(self, write_key: str, envelope: Envelope, now: float) -> Entry:
+        """Hold a newly read version (headers built once, here) and forget any 'unknown'."""
+        fresh = Entry.build(envelope, cache_control=self.cache_control, now=now,
+                            refresh=self.refresh_interval)
+        self._entries.put(write_key, fresh)
+        self._negative.pop(write_key, None)
+        self._redis_ok(now)
+        return fresh
 
     def _redis_ok(self, now: float) -> None:
         if not self.redis_up and self.redis_ok_at is not None:

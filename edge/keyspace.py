@@ -40,8 +40,12 @@ def tag(write_key: str) -> str:
     return f"{PREFIX}:{{{write_key}}}"
 
 
+def version_prefix(write_key: str) -> str:
+    return f"{tag(write_key)}:v:"
+
+
 def version_key(write_key: str, version: int) -> str:
-    return f"{tag(write_key)}:v:{version}"
+    return f"{version_prefix(write_key)}{version}"
 
 
 def current_key(write_key: str) -> str:

@@ -39,11 +39,48 @@ def make_client(settings: EdgeSettings) -> aioredis.Redis:
     )
 
 
+# A cold miss in one round trip: the pointer and the version it names, read atomically (the
+# version key is built from the same hash tag, so it lives in the pointer's slot).
+_CURRENT = """
+local pointer = redis.call('GET', KEYS[1])
+if not pointer then return false end
+local version = string.match(pointer, '^(%d+) ')
+if not version then return {pointer} end
+local v = redis.call('HMGET', ARGV[1] .. version, unpack(ARGV, 2))
+return {pointer, v[1], v[2], v[3], v[4], v[5], v[6]}
+"""
+
+
 class Store:
     """Implements ``edge.cache.BundleSource`` over a real Redis."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
+        self._current = client.register_script(_CURRENT)
+
+    async def current(
+        self, write_key: str
+    ) -> tuple[tuple[int, str], keyspace.Envelope | None] | None:
+        """Pointer and envelope in one round trip (a cold miss); ``None``: no such source.
+
+        The envelope is ``None`` when the pointer names a version that is gone (pruned).
+        """
+        try:
+            raw = await self._current(keys=[keyspace.current_key(write_key)],
+                                      args=[keyspace.version_prefix(write_key),
+                                            *keyspace.FIELDS])
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis EVALSHA current failed: {exc!r}") from exc
+        if raw is None:
+            return None
+        values = cast("list[bytes | None]", raw)
+        try:
+            pointer = keyspace.decode_pointer(cast(bytes, values[0]))
+            envelope = (keyspace.Envelope.from_fields(write_key, values[1:])
+                        if len(values) == 1 + len(keyspace.FIELDS) else None)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise StoreUnavailable(f"malformed pointer or version of {write_key!r}") from exc
+        return pointer, envelope
 
     async def pointer(self, write_key: str) -> tuple[int, str] | None:
         """The current ``(version, etag)`` of a source, ``None`` when it has none."""

@@ -9,6 +9,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from edge import keyspace
 from edge.cache import BundleCache, Unavailable
 from edge.keyspace import Envelope
 from edge.store import Store, StoreUnavailable
@@ -38,6 +39,20 @@ class CountingSource:
     async def envelope(self, write_key: str, version: int) -> Envelope | None:
         self.envelopes += 1
         return await self.store.envelope(write_key, version)
+
+    async def current(
+        self, write_key: str
+    ) -> tuple[tuple[int, str], Envelope | None] | None:
+        """One round trip that reads the pointer and, when there is one, the envelope."""
+        self.pointers += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise StoreUnavailable("test: redis down")
+        found = await self.store.current(write_key)
+        if found is not None and found[1] is not None:
+            self.envelopes += 1
+        return found
 
 
 @pytest.fixture
@@ -312,3 +327,33 @@ async def test_evict_drops_entry_and_negative_result(
 
     assert entry is not None and entry.version == 2
     assert cache.negative_count() == 0
+
+
+async def test_store_current_reads_pointer_and_bytes_in_one_call(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """Store.current returns the pointer and its envelope, or None for an unknown source."""
+    publish(redis_client, "one-trip")
+
+    found = await source.store.current("one-trip")
+    missing = await source.store.current("never-published")
+
+    assert found is not None
+    pointer, envelope = found
+    assert envelope is not None
+    assert pointer == (envelope.version, envelope.etag)
+    assert envelope.json.startswith(b"{")
+    assert missing is None
+
+
+async def test_store_current_reports_a_pruned_version_as_missing_bytes(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """When the pointer names a version whose hash is gone, current gives the pointer alone."""
+    publish(redis_client, "pruned")
+    version, _ = keyspace.decode_pointer(redis_client.get(keyspace.current_key("pruned")))
+    redis_client.delete(keyspace.version_key("pruned", version))
+
+    found = await source.store.current("pruned")
+
+    assert found is not None and found[0][0] == version and found[1] is None
