@@ -187,11 +187,11 @@ def to_filter(filter_id: str, validated: Mapping[str, Any]) -> Filter:
                   enabled=validated["enabled"])
 
 
-def check_filter_count(count: int) -> None:
+def check_filter_count(count: int, where: str = "a destination") -> None:
     """Refuse a destination instance with more than MAX_FILTERS_PER_DESTINATION filters."""
     if count > MAX_FILTERS_PER_DESTINATION:
-        raise RuleViolation(f"a destination has at most {MAX_FILTERS_PER_DESTINATION} filters; "
-                            f"this change would make {count}", code="max_filters")
+        raise RuleViolation(f"{where} has at most {MAX_FILTERS_PER_DESTINATION} filters; "
+                            f"this change would make {count}", code="too_many_filters")
 
 
 def _transformer(action: Mapping[str, Any]) -> dict[str, Any]:

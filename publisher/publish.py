@@ -147,20 +147,6 @@ class RedisPublisher:
             keyspace.encode_message(write_key, bundle.version)]
         self._install_script(keys=keys, args=args, client=target)
 
-    def prune(self, write_key: str) -> list[int]:
-        """Delete versions beyond the newest ``keep_versions``, sparing the current one."""
-        vkey = keyspace.versions_key(write_key)
-        excess = _ints(self.client.zrange(vkey, 0, -(self.keep_versions + 1)))
-        pointer = self.current(write_key)
-        doomed = [v for v in excess if pointer is None or v != pointer[0]]
-        if not doomed:
-            return []
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(vkey, *(str(v) for v in doomed))
-        pipe.delete(*(keyspace.version_key(write_key, v) for v in doomed))
-        pipe.execute()
-        return doomed
-
     def current(self, write_key: str) -> tuple[int, str] | None:
         """``(version, etag)`` of the current pointer, or ``None`` if the source is unpublished."""
         raw = self.client.get(keyspace.current_key(write_key))

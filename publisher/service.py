@@ -259,7 +259,7 @@ class Service:
             if spec.filters is None:
                 flt = match.filters if match else ()
             else:
-                flt = self.build_filters(match.filters if match else (), spec.filters, where)
+                flt = self.build_filters(match.filters if match else (), spec.filters)
             out.append(Instance(
                 id=inst_id, catalog_slug=dest.slug, display_name=name,
                 connection_mode=spec.connection_mode,  # type: ignore[arg-type]
@@ -269,12 +269,8 @@ class Service:
             ))
         return out
 
-    def build_filters(self, existing: Sequence[Filter], raws: Sequence[Mapping[str, Any]],
-                      where: str) -> tuple[Filter, ...]:
-        if len(raws) > filters_mod.MAX_FILTERS_PER_DESTINATION:
-            raise InvalidArgument(
-                f"{where}: at most {filters_mod.MAX_FILTERS_PER_DESTINATION} filters per "
-                f"destination, got {len(raws)}", code="too_many_filters")
+    def build_filters(self, existing: Sequence[Filter],
+                      raws: Sequence[Mapping[str, Any]]) -> tuple[Filter, ...]:
         by_title = {f.title: f for f in existing}
         by_id = {f.id: f for f in existing}
         out: list[Filter] = []
@@ -314,11 +310,8 @@ class Service:
             dest = self.catalog.get(inst.catalog_slug)
             validate_settings(dest, inst.settings, enabled=inst.enabled,
                               where=f"destination {inst.display_name!r}")
-            if len(inst.filters) > filters_mod.MAX_FILTERS_PER_DESTINATION:
-                raise InvalidArgument(
-                    f"destination {inst.display_name!r}: at most "
-                    f"{filters_mod.MAX_FILTERS_PER_DESTINATION} filters, got {len(inst.filters)}",
-                    code="too_many_filters")
+            filters_mod.check_filter_count(len(inst.filters),
+                                           f"destination {inst.display_name!r}")
             if inst.connection_mode == "DEVICE":  # the browser runs these: only its functions
                 for f in inst.filters:
                     filters_mod.validate_filter(filter_dict(f), device_mode=True)
@@ -510,7 +503,7 @@ class Service:
                         code="copy_settings_mismatch")
                 settings = {**copy_from.settings, **settings}
             inst_id = new_instance_id(name, {i.id for i in existing})
-            flt = self.build_filters((), spec.filters or [], "destination")
+            flt = self.build_filters((), spec.filters or [])
             made.append(inst_id)
             return [*existing, Instance(
                 id=inst_id, catalog_slug=dest.slug, display_name=name,
@@ -578,12 +571,7 @@ class Service:
         made: list[Filter] = []
 
         def change(flt: tuple[Filter, ...], inst: Instance) -> tuple[Filter, ...]:
-            if len(flt) >= filters_mod.MAX_FILTERS_PER_DESTINATION:
-                raise InvalidArgument(
-                    f"destination {inst.display_name!r} already has "
-                    f"{filters_mod.MAX_FILTERS_PER_DESTINATION} filters, the limit",
-                    code="too_many_filters")
-            new = self.build_filters((), [raw], "filter")[0]
+            new = self.build_filters((), [raw])[0]
             if any(f.title == new.title for f in flt):
                 raise AlreadyExists(f"destination {inst.display_name!r} already has a filter "
                                     f"titled {new.title!r}", code="duplicate_title")
@@ -603,7 +591,7 @@ class Service:
         def change(flt: tuple[Filter, ...], inst: Instance) -> tuple[Filter, ...]:
             old = self._filter(flt, inst, filter_id)
             raw = {**filter_dict(old), **fields}
-            new = replace(self.build_filters((), [raw], "filter")[0], id=old.id)
+            new = replace(self.build_filters((), [raw])[0], id=old.id)
             made.append(new)
             return tuple(new if f.id == filter_id else f for f in flt)
 
