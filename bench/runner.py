@@ -188,6 +188,11 @@ def _http(s: Setup, published: list[Published]) -> None:
     edge_env = {"EDGE_CACHE_MAX_ENTRIES": str(len(published) + 1_000)}
     edge = servers.start_edge(procs, redis_url=s.redis_url, core=s.server_core, env=edge_env)
     seen = servers.probe_edge(edge, sample, unknown[0])
+    # The same edge with every request through its ASGI app (EDGE_FAST_PATH=false): what the
+    # edge's own code costs over the bare server, without the inline answers.
+    edge_asgi = servers.start_edge(procs, redis_url=s.redis_url, core=s.server_core,
+                                   env={**edge_env, "EDGE_FAST_PATH": "false"}, name="edge-asgi")
+    servers.probe_edge(edge_asgi, sample, unknown[0])
     write_bundle_file(w / "limit.json", body=sample.gzip, headers=seen.ok, etag=sample.etag)
     limit = servers.start_limit(procs, w / "limit.json", core=s.server_core)
     servers.probe_reference("asgi-limit", limit, sample, sample.etag, None)
@@ -218,13 +223,16 @@ def _http(s: Setup, published: list[Published]) -> None:
     }
     cold_file = keys("cold", [(settings_path(p.write_key), "") for p in cold])
     unknown_file = keys("unknown", [(settings_path(k), "") for k in unknown])
-    targets = {"edge": edge, "nginx": nginx, "asgi-limit": limit}
+    files["edge-asgi"] = files["edge"]
+    targets = {"edge": edge, "edge-asgi": edge_asgi, "nginx": nginx, "asgi-limit": limit}
+    three = ["edge", "nginx", "asgi-limit"]
 
     if "http" in cfg.phases:
         _load(s, edge, files["edge"], "edge-hot")
+        _load(s, edge_asgi, files["edge"], "edge-asgi-hot")
         plan = [("hot-200", "hot.lua", None, list(targets)),
                 ("304", "revalidate.lua", None, list(targets)),
-                ("latency-8c", "hot.lua", cfg.latency_connections, list(targets)),
+                ("latency-8c", "hot.lua", cfg.latency_connections, three),
                 ("unknown", "unknown.lua", None, ["edge", "nginx"])]
         for scenario, script, conns, names in plan:
             cfg.log(f"scenario {scenario}")
@@ -256,6 +264,7 @@ def _http(s: Setup, published: list[Published]) -> None:
                 s.results.notes.append(f"cold round {rnd + 1}: {done:,} requests over "
                                        f"{len(cold):,} cold keys — some were hits")
     procs.stop(edge)
+    procs.stop(edge_asgi)
     procs.stop(limit)
     procs.stop(nginx)
 

@@ -18,9 +18,12 @@ from bench.dataset import Published, settings_path
 from bench.procs import Proc, Processes, free_port
 
 VENV_BIN = Path(sys.executable).parent
-# The uvicorn flags the edge runs with (edge/cli.py); the ASGI limit gets the same ones.
-UVICORN_FLAGS = ("--loop", "uvloop", "--http", "httptools", "--no-access-log", "--no-server-header",
-                 "--no-proxy-headers", "--log-level", "warning", "--lifespan", "on")
+# The uvicorn flags the edge runs with (edge/cli.py); the ASGI limit gets the same ones. The
+# edge's protocol class answers only the edge's own cache hits inline: under the limit (no
+# edge runtime in the lifespan state) it is uvicorn's httptools protocol, unchanged.
+UVICORN_FLAGS = ("--loop", "uvloop", "--http", "edge.server:EdgeHttpProtocol", "--no-access-log",
+                 "--no-server-header", "--no-proxy-headers", "--log-level", "warning",
+                 "--lifespan", "on")
 BROWSER_HEADERS = {"Accept-Encoding": "gzip, deflate, br, zstd",
                    "Origin": "https://shop.example", "User-Agent": "settings-cdn-bench"}
 

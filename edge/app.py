@@ -63,11 +63,6 @@ def _accepts_gzip(raw: bytes) -> bool:
     return http.accepts_gzip(raw.decode("latin-1"))
 
 
-@functools.lru_cache(maxsize=4096)
-def _age_bytes(age: int) -> bytes:
-    return str(age).encode()
-
-
 async def _respond(send: Send, status: int, headers: http.Headers, body: bytes) -> None:
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -107,19 +102,14 @@ async def serve_settings(scope: Scope, send: Send, rt: Runtime) -> None:
     await _serve_entry(scope, send, rt, entry, head)
 
 
-async def _serve_entry(scope: Scope, send: Send, rt: Runtime, entry: Entry, head: bool) -> None:
-    if_none_match = if_modified_since = accept_encoding = None
-    for name, value in scope["headers"]:
-        if name == b"accept-encoding":
-            accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
-        elif name == b"if-none-match":
-            if_none_match = value if if_none_match is None else if_none_match + b"," + value
-        elif name == b"if-modified-since":
-            if_modified_since = value
-    # Age: seconds since the copy was last verified against Redis (see edge/propagation.py).
-    extra = [(b"age", _age_bytes(entry.age(rt.clock())))]
-    if entry.stale:
-        extra.append((http.STALE_HEADER, b"1"))
+def choose(rt: Runtime, entry: Entry, accept_encoding: bytes | None,
+           if_none_match: bytes | None, if_modified_since: bytes | None
+           ) -> tuple[int, bytes, bytes]:
+    """Status, header lines (``http.header_block``) and body of a held bundle's answer, counted.
+
+    Shared by the ASGI path and the fast path (edge/server.py); the caller adds ``Age``, the
+    stale marker and the server's ``Date``, and drops the body of a ``HEAD``.
+    """
     # RFC 9110 §13.2.2: If-None-Match is evaluated first; If-Modified-Since only without it.
     if if_none_match is not None:
         # A revalidating client sends back exactly our ETag: compare bytes before parsing.
@@ -132,12 +122,40 @@ async def _serve_entry(scope: Scope, send: Send, rt: Runtime, entry: Entry, head
         unchanged = False
     if unchanged:
         rt.metrics.requests["settings", 304] += 1
-        return await _respond(send, 304, entry.headers_304 + extra, b"")
+        return 304, entry.wire_304, b""
     rt.metrics.requests["settings", 200] += 1
     if accept_encoding is not None and _accepts_gzip(accept_encoding):
-        await _respond(send, 200, entry.headers_gzip + extra, b"" if head else entry.gzip)
-    else:
-        await _respond(send, 200, entry.headers_identity + extra, b"" if head else entry.json)
+        return 200, entry.wire_gzip, entry.gzip
+    return 200, entry.wire_identity, entry.json
+
+
+def age_line(rt: Runtime, entry: Entry) -> bytes:
+    """``Age``: seconds since the copy was last verified against Redis (edge/propagation.py),
+    plus the stale marker while Redis cannot be reached."""
+    line = _age_line(entry.age(rt.clock()))
+    return line + _STALE_LINE if entry.stale else line
+
+
+_STALE_LINE = http.STALE_HEADER + b": 1\r\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def _age_line(age: int) -> bytes:
+    return b"age: %d\r\n" % age
+
+
+async def _serve_entry(scope: Scope, send: Send, rt: Runtime, entry: Entry, head: bool) -> None:
+    if_none_match = if_modified_since = accept_encoding = None
+    for name, value in scope["headers"]:
+        if name == b"accept-encoding":
+            accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
+        elif name == b"if-none-match":
+            if_none_match = value if if_none_match is None else if_none_match + b"," + value
+        elif name == b"if-modified-since":
+            if_modified_since = value
+    status, lines, body = choose(rt, entry, accept_encoding, if_none_match, if_modified_since)
+    headers = http.header_list(lines + age_line(rt, entry))
+    await _respond(send, status, headers, b"" if head else body)
 
 
 class EdgeApp:

@@ -53,9 +53,11 @@ class Entry:
     published_at: int
     json: bytes
     gzip: bytes
-    headers_identity: http.Headers
-    headers_gzip: http.Headers
-    headers_304: http.Headers
+    # Header lines of each answer, serialized once (``http.header_block``): the fast path
+    # (edge/server.py) writes them as they are; the ASGI path splits them back into a list.
+    wire_identity: bytes
+    wire_gzip: bytes
+    wire_304: bytes
     checked_at: float  # clock time of the last successful check against Redis
     fresh_until: float
     stale: bool = False
@@ -63,20 +65,15 @@ class Entry:
 
     @classmethod
     def build(cls, env: Envelope, *, cache_control: str, now: float, refresh: float) -> Entry:
-        def headers(body: bytes, gzip: bool) -> http.Headers:
-            return http.bundle_headers(
-                write_key=env.write_key, version=env.version, etag=env.etag,
-                published_at=env.published_at, cache_control=cache_control,
-                length=len(body), gzip=gzip,
-            )
-
-        identity = headers(env.json, False)
-        gzipped = headers(env.gzip, True)
+        identity, gzipped, not_modified = http.bundle_blocks(
+            write_key=env.write_key, version=env.version, etag=env.etag,
+            published_at=env.published_at, cache_control=cache_control,
+            json_length=len(env.json), gzip_length=len(env.gzip),
+        )
         return cls(
             write_key=env.write_key, version=env.version, etag=env.etag,
             published_at=env.published_at, json=env.json, gzip=env.gzip,
-            headers_identity=identity, headers_gzip=gzipped,
-            headers_304=http.not_modified_headers(identity),
+            wire_identity=identity, wire_gzip=gzipped, wire_304=not_modified,
             checked_at=now, fresh_until=now + refresh, etag_bytes=env.etag.encode("latin-1"),
         )
 
@@ -177,6 +174,15 @@ class BundleCache:
             self.metrics.unavailable += 1
             raise Unavailable(write_key)
         return result
+
+    def fresh(self, write_key: str) -> Entry | None:
+        """The held bundle when it may be served without asking Redis (a hit, counted);
+        ``None`` otherwise: the caller then takes the async path, ``get``."""
+        entry = self._entries.get(write_key)
+        if entry is not None and self.clock() < entry.fresh_until:
+            self.metrics.cache_hits += 1
+            return entry
+        return None
 
     def not_found_age(self, write_key: str) -> int:
         """Seconds since an unknown key was last confirmed unknown (``Age`` of its 404)."""

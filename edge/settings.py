@@ -42,6 +42,7 @@ class EdgeSettings:
     propagation_budget: int = 1800
     caches_honour_age: bool = False
     instant: bool = False
+    fast_path: bool = True
     assets_dir: str = ""
     assets_latest_max_age: int = 120
 
@@ -183,6 +184,9 @@ OPTIONS: tuple[Option, ...] = (
            "propagation terms then take their maximum instead of adding up."),
     Option("EDGE_INSTANT", "instant", _bool, "a boolean", _nonempty,
            "Subscribe to the publish channel and drop a replaced bundle at once."),
+    Option("EDGE_FAST_PATH", "fast_path", _bool, "a boolean", _nonempty,
+           "Answer fresh cache hits of the settings route inside the HTTP protocol, without "
+           "an ASGI task (edge/server.py); false sends every request through the ASGI app."),
     Option("EDGE_ASSETS_DIR", "assets_dir", str, "a directory", _assets_dir,
            "Directory served at /next-integrations/ (unset: those paths are 404)."),
     Option("EDGE_ASSETS_LATEST_MAX_AGE", "assets_latest_max_age", int, "an integer",

@@ -9,6 +9,7 @@ request at most one timeout, and the cache (not redis-py) decides when to try ag
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -39,16 +40,31 @@ def make_client(settings: EdgeSettings) -> aioredis.Redis:
     )
 
 
-# A cold miss in one round trip: the pointer and the version it names, read atomically (the
-# version key is built from the same hash tag, so it lives in the pointer's slot).
-_CURRENT = """
-local pointer = redis.call('GET', KEYS[1])
-if not pointer then return false end
-local version = string.match(pointer, '^(%d+) ')
-if not version then return {pointer} end
-local v = redis.call('HMGET', ARGV[1] .. version, unpack(ARGV, 2))
-return {pointer, v[1], v[2], v[3], v[4], v[5], v[6]}
+# Cold misses in one round trip: for each source, its pointer and the version it names, read
+# atomically. Misses that arrive together (the same event-loop turn) share one call: redis-py
+# costs far more per command than Redis does per key. The keys of one batch span hash slots:
+# the edge reads one Redis (or a replica of it), not a Cluster.
+# KEYS: current keys; ARGV: the field count, the fields, then one version prefix per key.
+# Reply: per key 1 + #fields values (false = absent), flat.
+_CURRENT_MANY = """
+local nfields = tonumber(ARGV[1])
+local fields = {unpack(ARGV, 2, nfields + 1)}
+local out = {}
+for i, key in ipairs(KEYS) do
+  local base = (i - 1) * (nfields + 1)
+  local pointer = redis.call('GET', key)
+  out[base + 1] = pointer
+  local version = pointer and string.match(pointer, '^(%d+) ')
+  local values = version and redis.call('HMGET', ARGV[nfields + 1 + i] .. version, unpack(fields))
+  for f = 1, nfields do
+    out[base + 1 + f] = values and values[f] or false
+  end
+end
+return out
 """
+MAX_BATCH = 128  # keys per call: bounds the reply (~128 x 10 KB) within the socket timeout
+
+_Current = tuple[tuple[int, str], keyspace.Envelope | None] | None
 
 
 class Store:
@@ -56,31 +72,56 @@ class Store:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
-        self._current = client.register_script(_CURRENT)
+        self._current_many = client.register_script(_CURRENT_MANY)
+        self._queued: list[tuple[str, asyncio.Future[_Current]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
 
-    async def current(
-        self, write_key: str
-    ) -> tuple[tuple[int, str], keyspace.Envelope | None] | None:
+    async def current(self, write_key: str) -> _Current:
         """Pointer and envelope in one round trip (a cold miss); ``None``: no such source.
 
         The envelope is ``None`` when the pointer names a version that is gone (pruned).
+        Calls made in the same event-loop turn are answered by one Redis call.
         """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_Current] = loop.create_future()
+        if not self._queued:
+            loop.call_soon(self._flush)
+        self._queued.append((write_key, future))
+        return await future
+
+    def _flush(self) -> None:
+        queued, self._queued = self._queued, []
+        for start in range(0, len(queued), MAX_BATCH):
+            task = asyncio.ensure_future(self._read_batch(queued[start:start + MAX_BATCH]))
+            self._flushes.add(task)  # keep a reference until done
+            task.add_done_callback(self._flushes.discard)
+
+    async def _read_batch(self, batch: list[tuple[str, asyncio.Future[_Current]]]) -> None:
+        keys = [keyspace.current_key(write_key) for write_key, _ in batch]
+        prefixes = [keyspace.version_prefix(write_key) for write_key, _ in batch]
         try:
-            raw = await self._current(keys=[keyspace.current_key(write_key)],
-                                      args=[keyspace.version_prefix(write_key),
-                                            *keyspace.FIELDS])
+            raw = await self._current_many(keys=keys, args=[len(keyspace.FIELDS),
+                                                             *keyspace.FIELDS, *prefixes])
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis EVALSHA current failed: {exc!r}") from exc
-        if raw is None:
-            return None
+            error = StoreUnavailable(f"redis EVALSHA current failed: {exc!r}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        except BaseException as exc:  # cancelled (shutdown): nobody may wait forever
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StoreUnavailable(f"read abandoned: {exc!r}"))
+            raise
         values = cast("list[bytes | None]", raw)
-        try:
-            pointer = keyspace.decode_pointer(cast(bytes, values[0]))
-            envelope = (keyspace.Envelope.from_fields(write_key, values[1:])
-                        if len(values) == 1 + len(keyspace.FIELDS) else None)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise StoreUnavailable(f"malformed pointer or version of {write_key!r}") from exc
-        return pointer, envelope
+        width = 1 + len(keyspace.FIELDS)
+        for i, (write_key, future) in enumerate(batch):
+            if future.done():
+                continue
+            try:
+                future.set_result(_decode_current(write_key, values[i * width:(i + 1) * width]))
+            except StoreUnavailable as exc:
+                future.set_exception(exc)
 
     async def pointer(self, write_key: str) -> tuple[int, str] | None:
         """The current ``(version, etag)`` of a source, ``None`` when it has none."""
@@ -114,3 +155,15 @@ class Store:
             await self.client.ping()
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis PING failed: {exc!r}") from exc
+
+
+def _decode_current(write_key: str, values: list[bytes | None]) -> _Current:
+    if len(values) != 1 + len(keyspace.FIELDS):
+        raise StoreUnavailable(f"short reply for {write_key!r}")
+    if values[0] is None:
+        return None
+    try:
+        pointer = keyspace.decode_pointer(values[0])
+        return pointer, keyspace.Envelope.from_fields(write_key, values[1:])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreUnavailable(f"malformed pointer or version of {write_key!r}") from exc

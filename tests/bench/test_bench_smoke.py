@@ -42,13 +42,14 @@ def test_bench_runs_every_scenario_on_a_tiny_data_set(
     pairs = {tuple(RATIO.match(line).groups()) for line in ratios}  # type: ignore[union-attr]
     assert {("hot-200", "edge", "asgi-limit"), ("hot-200", "edge", "nginx"),
             ("304", "edge", "asgi-limit"), ("304", "edge", "nginx"),
+            ("hot-200", "edge-asgi", "asgi-limit"), ("304", "edge-asgi", "asgi-limit"),
             ("latency-8c", "edge", "nginx"), ("cold", "edge", "nginx"),
             ("unknown", "edge", "nginx"), ("proxy-hit", "nginx-proxy", "nginx"),
             ("cold", "edge", "edge-hot-200")} <= pairs
     written = sorted(tmp_path.glob("*.md"))
     assert len(written) == 1
     text = written[0].read_text()
-    assert "| hot-200 | edge |" in text and "| proxy-hit | nginx-proxy |" in text
+    assert "| hot-200 | edge |" in text and "| 304 | edge-asgi |" in text and "| proxy-hit | nginx-proxy |" in text
     assert "| republish --all (90 sources, scaled to 100k) | ≤ 60 s |" in text
     assert "edge RSS with 90 bundles" in text
     assert "| API write → edge, instant p99 | ≤ 50 ms |" in text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import anyio
@@ -10,10 +11,12 @@ import redis
 import redis.asyncio as aioredis
 
 from edge import keyspace
+from edge import store as store_module
 from edge.cache import BundleCache, Unavailable
 from edge.keyspace import Envelope
 from edge.store import Store, StoreUnavailable
 from tests.edge.helpers import ManualClock, document, publish, unpublish
+from tests.services import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -357,3 +360,48 @@ async def test_store_current_reports_a_pruned_version_as_missing_bytes(
     found = await source.store.current("pruned")
 
     assert found is not None and found[0][0] == version and found[1] is None
+
+
+def _evalsha_calls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_concurrent_cold_misses_share_one_redis_call(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """Misses of one event-loop turn are answered by one script call, each with its own
+    result: found, unknown, pruned — and more than a batch splits into several calls."""
+    found_env = publish(redis_client, "batch-found")
+    publish(redis_client, "batch-pruned", version=4)
+    redis_client.delete(keyspace.version_key("batch-pruned", 4))
+    await source.store.current("warm-up")  # loads the script (EVAL, then EVALSHA)
+    before = _evalsha_calls(redis_client)
+
+    found, unknown, pruned = await asyncio.gather(
+        source.store.current("batch-found"), source.store.current("batch-unknown"),
+        source.store.current("batch-pruned"))
+    middle = _evalsha_calls(redis_client)
+    many = await asyncio.gather(*(source.store.current(f"many-{i}")
+                                  for i in range(store_module.MAX_BATCH + 1)))
+
+    assert found is not None and found[1] == found_env and found[0] == (1, found_env.etag)
+    assert unknown is None
+    assert pruned is not None and pruned[0][0] == 4 and pruned[1] is None
+    assert middle - before == 1
+    assert many == [None] * (store_module.MAX_BATCH + 1)
+    assert _evalsha_calls(redis_client) - middle == 2
+
+
+async def test_a_failed_batch_fails_each_waiting_miss() -> None:
+    """Redis down: every miss of the batch gets StoreUnavailable, none waits forever."""
+    port = free_port()  # nothing listens here
+    client = aioredis.Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    store = Store(client)
+    try:
+        results = await asyncio.gather(*(store.current(f"down-{i}") for i in range(3)),
+                                       return_exceptions=True)
+    finally:
+        await client.aclose()
+
+    assert all(isinstance(r, StoreUnavailable) for r in results), results

@@ -125,17 +125,14 @@ def test_valid_write_key(write_key: str, expected: bool) -> None:
     assert http.valid_write_key(write_key) is expected
 
 
-def test_bundle_and_not_modified_headers() -> None:
-    """A 304 keeps only ETag, Cache-Control, Vary and the CORS grant of the 200's headers."""
-    headers = http.bundle_headers(
+def test_bundle_blocks_and_not_modified() -> None:
+    """The 200s differ only in coding and length; a 304 keeps only ETag, Cache-Control, Vary
+    and the CORS grant of the 200's headers."""
+    identity, gzipped, not_modified = http.bundle_blocks(
         write_key="wk", version=3, etag=ETAG, published_at=1_700_000_000,
-        cache_control="public, max-age=1", length=10, gzip=True,
+        cache_control="public, max-age=1", json_length=25, gzip_length=10,
     )
-
-    assert headers == [
-        (b"content-type", b"application/json"),
-        (b"content-encoding", b"gzip"),
-        (b"content-length", b"10"),
+    common = [
         (b"etag", b'"abc123"'),
         (b"last-modified", b"Tue, 14 Nov 2023 22:13:20 GMT"),
         (b"cache-control", b"public, max-age=1"),
@@ -145,12 +142,20 @@ def test_bundle_and_not_modified_headers() -> None:
         (b"surrogate-key", b"wk"),
         (b"x-settings-version", b"3"),
     ]
-    assert http.not_modified_headers(headers) == [
-        (b"etag", b'"abc123"'),
-        (b"cache-control", b"public, max-age=1"),
-        (b"vary", b"Accept-Encoding"),
-        (b"access-control-allow-origin", b"*"),
+
+    assert http.header_list(gzipped) == [
+        (b"content-type", b"application/json"),
+        (b"content-encoding", b"gzip"),
+        (b"content-length", b"10"),
+        *common,
     ]
+    assert http.header_list(identity) == [
+        (b"content-type", b"application/json"), (b"content-length", b"25"), *common]
+    assert http.header_list(not_modified) == [
+        (name, value) for name, value in http.header_list(identity)
+        if name in http.NOT_MODIFIED_KEEP
+    ]
+    assert http.header_block(http.header_list(gzipped)) == gzipped
 
 
 @pytest.mark.parametrize(

@@ -31,7 +31,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "EDGE_NOT_FOUND_MAX_AGE": "3", "EDGE_MAX_AGE": "30", "EDGE_S_MAXAGE": "120",
         "EDGE_STALE_WHILE_REVALIDATE": "10", "EDGE_STALE_IF_ERROR": "600",
         "EDGE_RETRY_AFTER": "9", "EDGE_PROPAGATION_BUDGET": "900",
-        "EDGE_CACHES_HONOUR_AGE": "yes", "EDGE_INSTANT": "true",
+        "EDGE_CACHES_HONOUR_AGE": "yes", "EDGE_INSTANT": "true", "EDGE_FAST_PATH": "off",
         "EDGE_ASSETS_DIR": str(tmp_path), "EDGE_ASSETS_LATEST_MAX_AGE": "60",
     }
     assert set(env) == {o.env for o in OPTIONS}  # the test covers every option
@@ -45,7 +45,7 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         cache_max_entries=50, negative_ttl=0.0, negative_max_entries=7, not_found_max_age=3,
         max_age=30, s_maxage=120, stale_while_revalidate=10, stale_if_error=600,
         retry_after=9, propagation_budget=900, caches_honour_age=True, instant=True,
-        assets_dir=str(tmp_path), assets_latest_max_age=60,
+        fast_path=False, assets_dir=str(tmp_path), assets_latest_max_age=60,
     )
 
 
