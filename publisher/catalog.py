@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -90,6 +91,18 @@ class CatalogDestination:
     bundle_version: str | None  # classic analytics.js bundle version (device-mode web)
     bundle_path: str | None
     settings: Mapping[str, SettingSpec]
+    # Derived from ``settings`` once, because the compiler reads them for every device-mode
+    # entry of every source: the names a bundle may carry (the non-secret ones) and their
+    # catalog defaults (``null`` ones left out). Read-only: the values are the catalog's own.
+    public_settings: frozenset[str] = field(init=False, repr=False, compare=False)
+    public_defaults: MappingProxyType[str, Any] = field(init=False, repr=False,
+                                                       compare=False)
+
+    def __post_init__(self) -> None:
+        public = {n: s for n, s in self.settings.items() if not s.secret}
+        object.__setattr__(self, "public_settings", frozenset(public))
+        object.__setattr__(self, "public_defaults", MappingProxyType(
+            {n: s.default for n, s in public.items() if s.default is not None}))
 
     @property
     def is_data_lakes(self) -> bool:

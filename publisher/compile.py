@@ -70,7 +70,24 @@ class CompileOptions:
 
 def compile_source(source: Source, instances: Sequence[Instance], catalog: Catalog,
                    options: CompileOptions = CompileOptions()) -> dict[str, Any]:
-    """The settings document of ``source`` with its ``instances`` (disabled ones ignored)."""
+    """The settings document of ``source`` with its ``instances`` (disabled ones ignored).
+
+    A fresh object: it shares no mutable value with the instances or the catalog.
+    """
+    document: dict[str, Any] = orjson.loads(compile_bytes(source, instances, catalog, options))
+    return document
+
+
+def compile_bytes(source: Source, instances: Sequence[Instance], catalog: Catalog,
+                  options: CompileOptions = CompileOptions()) -> bytes:
+    """``canonical_bytes(compile_source(...))``, serialised once: what a bundle stores."""
+    return canonical_bytes(_document(source, instances, catalog, options))
+
+
+def _document(source: Source, instances: Sequence[Instance], catalog: Catalog,
+              options: CompileOptions) -> dict[str, Any]:
+    # Shares values with the instances and the catalog rather than copying each device entry
+    # (compile runs for every source of a `republish --all`): both callers serialise it at once.
     platform = _PLATFORMS.get(source.type)
     if platform is None and source.type != "server":
         raise CompileError(f"source {source.slug!r} has unknown type {source.type!r}",
@@ -166,22 +183,17 @@ def _device_entries(
 
 
 def _device_settings(inst: Instance, dest: CatalogDestination, platform: str) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        name: spec.default for name, spec in dest.settings.items()
-        if not spec.secret and spec.default is not None
-    }
-    settings.update(
-        (name, value) for name, value in inst.settings.items()
-        if name in dest.settings and not dest.settings[name].secret
-    )
-    # Copies: the document must not share mutable values with the instance or the catalog.
-    # Settings are JSON by construction, and an orjson round trip copies them ~10x faster
-    # than copy.deepcopy (republishing 100k sources spent most of compile in deepcopy).
-    entry: dict[str, Any] = orjson.loads(orjson.dumps(settings))
+    entry = dest.public_defaults.copy()
+    public = dest.public_settings
+    for name, value in inst.settings.items():
+        if name in public:
+            entry[name] = value
     version_settings: dict[str, Any] = {"componentTypes": [platform]}
     if platform == "browser" and dest.bundle_version:
         version_settings["version"] = dest.bundle_version
-    entry.update(versionSettings=version_settings, type=platform, bundlingStatus="bundled")
+    entry["versionSettings"] = version_settings
+    entry["type"] = platform
+    entry["bundlingStatus"] = "bundled"
     return entry
 
 
@@ -190,7 +202,8 @@ def _routing_rules(
 ) -> list[dict[str, Any]]:
     wanted: list[tuple[str, tuple[Filter, ...]]] = []
     for key in sorted(device):
-        filters = tuple(f for f in device[key][0].filters if f.enabled)
+        stored = device[key][0].filters
+        filters = tuple(f for f in stored if f.enabled) if stored else ()
         if filters:
             wanted.append((key, filters))
     if not wanted:

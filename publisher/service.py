@@ -30,7 +30,7 @@ import redis
 from edge import keyspace
 from publisher import filters as filters_mod
 from publisher.catalog import Catalog, validate_settings
-from publisher.compile import CompileOptions, canonical_bytes, compile_source
+from publisher.compile import CompileOptions, compile_bytes
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
 from publisher.model import CONNECTION_MODES, SOURCE_TYPES, Filter, Instance, Source, Workspace
 from publisher.publish import Bundle, RedisPublisher, make_bundle
@@ -331,8 +331,7 @@ class Service:
     def compile(self, source: Source, instances: Sequence[Instance] | None = None) -> bytes:
         if instances is None:
             instances = self.store.list_instances(source.id)
-        document = compile_source(source, instances, self.catalog, self.compile_options)
-        return canonical_bytes(document)
+        return compile_bytes(source, instances, self.catalog, self.compile_options)
 
     def _stage(self, source: Source, instances: Sequence[Instance]) -> tuple[Bundle, bool]:
         """Compile; record a new bundle version in SQLite when the bytes changed."""
@@ -349,6 +348,31 @@ class Service:
         if version > self.keep_versions:
             self.store.prune_bundles(source.id, self.keep_versions)
         return bundle, True
+
+    def _stage_unpublished(self, sources: Sequence[Source]) -> dict[int, Bundle]:
+        """``_stage`` for sources without a current bundle, in a few statements for them all.
+
+        Each is compiled from its stored instances and gets version 1, unless it still holds
+        older bundles (its pointer lost): those take ``_stage``'s path one by one.
+        """
+        if not sources:
+            return {}
+        ids = [src.id for src in sources]
+        instances = self.store.instances_of(ids)
+        held = self.store.sources_with_bundles(ids)
+        published_at = int(self.clock())
+        staged: dict[int, Bundle] = {}
+        new: list[tuple[int, Bundle]] = []
+        for src in sources:
+            if src.id in held:
+                staged[src.id], _ = self._stage(src, instances[src.id])
+                continue
+            bundle = make_bundle(self.compile(src, instances[src.id]), version=1,
+                                 revision=src.revision, published_at=published_at)
+            staged[src.id] = bundle
+            new.append((src.id, bundle))
+        self.store.record_bundles(new)
+        return staged
 
     def _push(self, source: Source, bundle: Bundle, changed: bool) -> PublishResult:
         """Write a committed bundle to Redis; a Redis failure leaves it pending, not lost."""
@@ -406,16 +430,12 @@ class Service:
             chunk = list(itertools.islice(rows, batch))
             if not chunk:
                 return
-            staged: list[tuple[Source, Bundle, bool]] = []
             pending, error = False, ""
             with self._lock:
                 with self.store.transaction():
-                    for src, current in chunk:
-                        if current is None:  # never published: compile it now
-                            bundle, _ = self._stage(src, self.store.list_instances(src.id))
-                            staged.append((src, bundle, True))
-                        else:
-                            staged.append((src, current, False))
+                    first = self._stage_unpublished([src for src, cur in chunk if cur is None])
+                staged = [(src, first[src.id], True) if current is None else (src, current, False)
+                          for src, current in chunk]
                 if self.publisher is None:
                     pending, error = True, "no Redis configured"
                 else:

@@ -49,7 +49,8 @@ def test_bench_runs_every_scenario_on_a_tiny_data_set(
     written = sorted(tmp_path.glob("*.md"))
     assert len(written) == 1
     text = written[0].read_text()
-    assert "| hot-200 | edge |" in text and "| 304 | edge-asgi |" in text and "| proxy-hit | nginx-proxy |" in text
+    assert "| hot-200 | edge |" in text and "| 304 | edge-asgi |" in text
+    assert "| proxy-hit | nginx-proxy |" in text
     assert "| republish --all (90 sources, scaled to 100k) | ≤ 60 s |" in text
     assert "edge RSS with 90 bundles" in text
     assert "| API write → edge, instant p99 | ≤ 50 ms |" in text

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import orjson
 import pytest
 
 from publisher.catalog import default_catalog
-from publisher.compile import CompileOptions, canonical_bytes, compile_source
+from publisher.compile import CompileOptions, canonical_bytes, compile_bytes, compile_source
 from publisher.errors import CompileError
 from publisher.model import Filter, Instance, Source, SourceType
 
@@ -351,6 +352,29 @@ def test_enabled_device_filters_become_routing_rules() -> None:
     assert [(r["destinationName"], r["transformers"]) for r in rules] == [
         ("Appboy", [[{"type": "drop"}]])]
     assert rules[0]["matchers"][0]["config"] == {"expr": 'event = "Secret Event"'}
+
+
+def _filtered_web_instances() -> list[Instance]:
+    drop = Filter(id="f-1", if_='event = "Secret Event"', actions=({"type": "drop_event"},),
+                  title="drop secret event")
+    return [replace(i, filters=(drop,)) if i.id == "braze-1" else i for i in web_instances()]
+
+
+@pytest.mark.parametrize(("type_", "instances"), [
+    pytest.param("web", _filtered_web_instances(), id="web-with-filter"),
+    pytest.param("ios", [instance("amp-1", "amplitude", settings={"apiKey": "k"}),
+                         instance("mp-1", "mixpanel", "CLOUD", settings={"token": "t"})],
+                 id="ios"),
+    pytest.param("server", [instance("mp-1", "mixpanel", "CLOUD", settings={"token": "t"})],
+                 id="server"),
+])
+def test_compile_bytes_are_the_canonical_document(type_: SourceType,
+                                                  instances: list[Instance]) -> None:
+    """compile_bytes, which serialises once, gives exactly canonical_bytes(compile_source())."""
+    body = compile_bytes(source(type_), instances, CATALOG)
+
+    assert body == canonical_bytes(compile_source(source(type_), instances, CATALOG))
+    assert body == compile_bytes(source(type_), instances, CATALOG)  # nothing was mutated
 
 
 def _walk(value: Any) -> list[Any]:

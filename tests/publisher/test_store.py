@@ -231,6 +231,29 @@ def test_replace_instances_round_trips(store: Store, source: Source) -> None:
     assert got == [replace(i, created_at=stamp, updated_at=stamp) for i in desired]
 
 
+def test_instances_of_reads_many_sources_at_once(store: Store, source: Source) -> None:
+    """Each source gets its own instances in creation order; empty and unknown ids get []."""
+    other = store.create_source(source.workspace_id, "app", "App", "web")
+    empty = store.create_source(source.workspace_id, "empty", "Empty", "web")
+    mine = [inst("amp", "Amplitude", filters=(flt("f2"), flt("f1", enabled=False))),
+            inst("amp-eu", "Amplitude EU", enabled=False, settings={"n": {"a": [1]}})]
+    theirs = [inst("mp", "Mixpanel", catalog_slug="mixpanel", filters=(flt("f3"),))]
+    with freeze_time("2024-05-06T07:08:09Z"):
+        store.replace_instances(other.id, theirs)
+        store.replace_instances(source.id, mine)
+
+    got = store.instances_of([other.id, source.id, empty.id, 999])
+
+    stamp = "2024-05-06T07:08:09Z"
+    assert got == {
+        other.id: [replace(i, created_at=stamp, updated_at=stamp) for i in theirs],
+        source.id: [replace(i, created_at=stamp, updated_at=stamp) for i in mine],
+        empty.id: [],
+        999: [],
+    }
+    assert got[source.id] == store.list_instances(source.id)
+
+
 def test_replace_instances_matches_by_id(store: Store, source: Source) -> None:
     """Unchanged ids keep both times, changed ids keep created_at, missing ids are deleted."""
     with freeze_time("2024-01-01T00:00:00Z"):
@@ -378,6 +401,48 @@ def test_record_bundle_refuses_to_change_a_version(store: Store, source: Source)
         store.record_bundle(source.id, make_bundle(b"two", version=1, revision=1,
                                                    published_at=1))
     assert store.list_bundles(source.id) == [first]
+
+
+def test_record_bundles_keeps_many_at_once(store: Store, source: Source) -> None:
+    """Bundles of several sources are kept and made current together, as one by one."""
+    other = store.create_source(source.workspace_id, "app", "App", "web")
+    a1, a2 = (make_bundle(b"a%d" % n, version=n, revision=n, published_at=n) for n in (1, 2))
+    b1 = make_bundle(b"b1", version=1, revision=1, published_at=1)
+
+    store.record_bundles([(source.id, a1), (other.id, b1), (source.id, a2), (source.id, a2)])
+
+    assert store.list_bundles(source.id) == [a1, a2]
+    assert store.current_bundle(source.id) == a2
+    assert store.current_bundle(other.id) == b1
+    assert store.sources_with_bundles([source.id, other.id, 999]) == {source.id, other.id}
+
+
+@pytest.mark.parametrize(
+    ("unknown", "error", "message"),
+    [
+        pytest.param(True, NotFound, "source 999 not found", id="unknown-source"),
+        pytest.param(False, AlreadyExists, r"version 1 of source \d+ already holds",
+                     id="changed-version"),
+    ],
+)
+def test_record_bundles_writes_nothing_on_a_refusal(
+    store: Store, source: Source, unknown: bool, error: type[Exception], message: str
+) -> None:
+    """One refused item leaves every source's bundles and current version as they were."""
+    other = store.create_source(source.workspace_id, "app", "App", "web")
+    first = make_bundle(b"first", version=1, revision=1, published_at=1)
+    store.record_bundle(source.id, first)
+    refused = make_bundle(b"other", version=1, revision=1, published_at=1)
+
+    with pytest.raises(error, match=message):
+        store.record_bundles([
+            (other.id, make_bundle(b"fine", version=1, revision=1, published_at=1)),
+            (999 if unknown else source.id, refused),
+        ])
+
+    assert store.list_bundles(source.id) == [first]
+    assert store.list_bundles(other.id) == []
+    assert store.sources_with_bundles([source.id, other.id]) == {source.id}
 
 
 @pytest.mark.parametrize(
