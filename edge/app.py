@@ -14,7 +14,7 @@ import contextlib
 import functools
 import gc
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -48,8 +48,8 @@ class Runtime:
     store: Store
     cache: BundleCache
     metrics: Metrics
-    not_found_headers: http.Headers
-    unavailable_headers: http.Headers
+    not_found_lines: bytes  # header lines (http.header_block) of the 404, Age aside
+    unavailable_lines: bytes  # of the 503
     subscription: Subscription | None = None
 
 
@@ -82,24 +82,59 @@ async def serve_settings(scope: Scope, send: Send, rt: Runtime) -> None:
     if method != "GET" and method != "HEAD":
         metrics.requests["settings", 405] += 1
         return await _respond(send, 405, http.method_not_allowed_headers(), b"")
-    head = method == "HEAD"
-    write_key: str = scope["path"][_START:_END]
+    accept_encoding, if_none_match, if_modified_since, _ = scan(scope["headers"])
+    status, lines, body = await settings_answer(
+        rt, scope["path"][_START:_END], method == "HEAD", accept_encoding, if_none_match,
+        if_modified_since)
+    await _respond(send, status, http.header_list(lines), body)
+
+
+# Request headers after which a GET is not answered by edge/server.py itself: it may carry a
+# body, wait for "100 Continue" or switch protocols.
+_NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
+
+
+def scan(headers: Iterable[tuple[bytes, bytes]]
+         ) -> tuple[bytes | None, bytes | None, bytes | None, bool]:
+    """Accept-Encoding, If-None-Match, If-Modified-Since (repeated fields joined with commas,
+    RFC 9110 §5.3), and whether the request is plain: none of ``_NOT_PLAIN``."""
+    accept_encoding = if_none_match = if_modified_since = None
+    plain = True
+    for name, value in headers:
+        if name == b"accept-encoding":
+            accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
+        elif name == b"if-none-match":
+            if_none_match = value if if_none_match is None else if_none_match + b"," + value
+        elif name == b"if-modified-since":
+            if_modified_since = value
+        elif name in _NOT_PLAIN:
+            plain = False
+    return accept_encoding, if_none_match, if_modified_since, plain
+
+
+async def settings_answer(rt: Runtime, write_key: str, head: bool, accept_encoding: bytes | None,
+                          if_none_match: bytes | None, if_modified_since: bytes | None
+                          ) -> tuple[int, bytes, bytes]:
+    """Status, header lines (``http.header_block``, ``Date`` aside) and body of a ``GET`` or
+    ``HEAD`` of a settings path, counted: the bundle (``choose``), 404 or 503.
+
+    Shared by the ASGI path and edge/server.py, which writes it without an ASGI task.
+    """
+    metrics = rt.metrics
     if not http.valid_write_key(write_key):  # no Redis access for keys that cannot exist
         metrics.requests["settings", 404] += 1
-        return await _respond(send, 404, [*rt.not_found_headers, (b"age", b"0")],
-                              b"" if head else http.NOT_FOUND_BODY)
+        return 404, rt.not_found_lines + _age_line(0), b"" if head else http.NOT_FOUND_BODY
     try:
         entry = await rt.cache.get(write_key)
     except Unavailable:
         metrics.requests["settings", 503] += 1
-        return await _respond(send, 503, rt.unavailable_headers,
-                              b"" if head else http.UNAVAILABLE_BODY)
+        return 503, rt.unavailable_lines, b"" if head else http.UNAVAILABLE_BODY
     if entry is None:
         metrics.requests["settings", 404] += 1
-        age = str(rt.cache.not_found_age(write_key)).encode()
-        return await _respond(send, 404, [*rt.not_found_headers, (b"age", age)],
-                              b"" if head else http.NOT_FOUND_BODY)
-    await _serve_entry(scope, send, rt, entry, head)
+        return (404, rt.not_found_lines + _age_line(rt.cache.not_found_age(write_key)),
+                b"" if head else http.NOT_FOUND_BODY)
+    status, lines, body = choose(rt, entry, accept_encoding, if_none_match, if_modified_since)
+    return status, lines + age_line(rt, entry), b"" if head else body
 
 
 def choose(rt: Runtime, entry: Entry, accept_encoding: bytes | None,
@@ -107,8 +142,8 @@ def choose(rt: Runtime, entry: Entry, accept_encoding: bytes | None,
            ) -> tuple[int, bytes, bytes]:
     """Status, header lines (``http.header_block``) and body of a held bundle's answer, counted.
 
-    Shared by the ASGI path and the fast path (edge/server.py); the caller adds ``Age``, the
-    stale marker and the server's ``Date``, and drops the body of a ``HEAD``.
+    The caller adds ``Age``, the stale marker and the server's ``Date``, and drops the body of
+    a ``HEAD``.
     """
     # RFC 9110 §13.2.2: If-None-Match is evaluated first; If-Modified-Since only without it.
     if if_none_match is not None:
@@ -142,20 +177,6 @@ _STALE_LINE = http.STALE_HEADER + b": 1\r\n"
 @functools.lru_cache(maxsize=4096)
 def _age_line(age: int) -> bytes:
     return b"age: %d\r\n" % age
-
-
-async def _serve_entry(scope: Scope, send: Send, rt: Runtime, entry: Entry, head: bool) -> None:
-    if_none_match = if_modified_since = accept_encoding = None
-    for name, value in scope["headers"]:
-        if name == b"accept-encoding":
-            accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
-        elif name == b"if-none-match":
-            if_none_match = value if if_none_match is None else if_none_match + b"," + value
-        elif name == b"if-modified-since":
-            if_modified_since = value
-    status, lines, body = choose(rt, entry, accept_encoding, if_none_match, if_modified_since)
-    headers = http.header_list(lines + age_line(rt, entry))
-    await _respond(send, status, headers, b"" if head else body)
 
 
 class EdgeApp:
@@ -287,8 +308,8 @@ def create_app(
         rt = Runtime(
             settings=settings, clock=now, client=client, store=store, cache=cache,
             metrics=metrics,
-            not_found_headers=http.not_found_headers(settings.not_found_max_age),
-            unavailable_headers=http.unavailable_headers(settings.retry_after),
+            not_found_lines=http.header_block(http.not_found_headers(settings.not_found_max_age)),
+            unavailable_lines=http.header_block(http.unavailable_headers(settings.retry_after)),
         )
         try:
             await store.ping()

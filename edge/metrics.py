@@ -14,7 +14,7 @@ class Metrics:
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, int]] = Counter()  # (route, status) -> count
         self.cache_hits = 0
-        self.inline_answers = 0  # answered by the HTTP protocol itself (edge/server.py)
+        self.inline_answers = 0  # settings GET/HEAD answered by edge/server.py itself
         self.cache_misses = 0
         self.cache_refreshes = 0
         self.stale_serves = 0
@@ -55,7 +55,7 @@ def render(
     family("edge_cache_hits_total", "counter", "Bundles served from memory without Redis.",
            [("", metrics.cache_hits)])
     family("edge_inline_answers_total", "counter",
-           "Cache hits answered inside the HTTP protocol, without an ASGI task "
+           "Settings GET/HEAD answered by the HTTP protocol itself, without the ASGI app "
            "(EDGE_FAST_PATH).", [("", metrics.inline_answers)])
     family("edge_cache_misses_total", "counter", "Lookups of keys not held in memory.",
            [("", metrics.cache_misses)])

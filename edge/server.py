@@ -1,20 +1,23 @@
-"""The edge's HTTP/1.1 protocol: uvicorn's httptools protocol, with cache hits answered inline.
+"""The edge's HTTP/1.1 protocol: uvicorn's httptools protocol, answering the settings route.
 
 Under plain uvicorn every request costs a scope dict, a ``RequestResponseCycle``, an asyncio
 task, two ``send`` messages whose headers uvicorn re-validates one by one, and two socket
-writes. For the request this service exists for — a ``GET`` of a bundle the edge holds and
-need not re-check — all of that is overhead. ``EdgeHttpProtocol`` answers such a request from
-the parser callback instead: one cache lookup (``BundleCache.fresh``), the answer chosen by the
-same code as the ASGI path (``edge.app.choose``), header lines serialized once per bundle, one
-``transport.write``.
+writes. ``EdgeHttpProtocol`` answers a ``GET``/``HEAD`` of ``/v1/projects/{writeKey}/settings``
+itself, with the same code as the ASGI path (``edge.app.choose`` / ``settings_answer``) and
+header lines serialized once per bundle, in one ``transport.write``:
 
-Everything else goes to the ASGI app exactly as uvicorn would send it: a miss or a bundle due
-for its Redis check (those await Redis), other routes and methods, query strings and
-%-escapes, requests with a body, ``Expect`` or ``Upgrade``, a request pipelined behind one
-still in the app, a paused transport, an access log, and every request when
-``EDGE_FAST_PATH=false``. The inline answer keeps uvicorn's connection semantics: its
+* a bundle the edge holds and need not re-check (``BundleCache.fresh``) is answered before
+  the parser callback returns: no task, no coroutine;
+* anything else (a miss, a re-check due, an unknown key) awaits Redis in one task, behind a
+  stand-in cycle (``_Pending``) so that uvicorn queues requests pipelined behind it.
+
+Everything else goes to the ASGI app exactly as uvicorn would send it: other routes and
+methods, query strings and %-escapes, requests with a body, ``Expect`` or ``Upgrade``, a
+request pipelined behind one still in the app, a paused transport, an access log, and every
+request when ``EDGE_FAST_PATH=false``. The answers keep uvicorn's connection semantics: its
 ``Date`` (and ``Server``) headers, ``Connection: close`` for HTTP/1.0 and ``close`` requests,
-the keep-alive timeout, the request counter behind ``--limit-max-requests``.
+the keep-alive timeout, pipelining order, graceful shutdown, the request counter behind
+``--limit-max-requests`` (``on_response_complete``).
 
 The protocol reads the edge's ``Runtime`` from the lifespan state, so under any other app
 (the bench's ASGI limit) it is uvicorn's protocol unchanged. It subclasses uvicorn internals:
@@ -25,18 +28,21 @@ pyproject pins uvicorn's minor version and tests/edge/test_server.py runs it on 
 
 from __future__ import annotations
 
+import logging
+
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from edge import http
-from edge.app import Runtime, age_line, choose
+from edge.app import Runtime, age_line, choose, scan, settings_answer
+
+log = logging.getLogger("edge.server")
 
 _PREFIX = b"/v1/projects/"
 _SUFFIX = b"/settings"
 _KEY_START, _KEY_END = len(_PREFIX), -len(_SUFFIX)
-# A request with any of these goes to the ASGI app: it may carry a body, wait for
-# "100 Continue" or switch protocols.
-_NOT_INLINE = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 _CLOSE = b"connection: close\r\n"
+_ERROR = (500, b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r\n",
+          b"Internal Server Error")
 
 
 class _Defaults:
@@ -56,12 +62,32 @@ class _Defaults:
         return cls.block
 
 
+class _Event:
+    def set(self) -> None:  # uvicorn's connection_lost wakes the cycle's reader: none here
+        pass
+
+
+class _Pending:
+    """Stands in for uvicorn's ``RequestResponseCycle`` while an answer awaits Redis.
+
+    uvicorn reads these attributes: a request pipelined behind an incomplete cycle is queued
+    (and started by ``on_response_complete``), a lost connection marks it ``disconnected``,
+    ``shutdown`` clears ``keep_alive``.
+    """
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.response_complete = False
+        self.disconnected = False
+        self.message_event = _Event()
+
+
 class EdgeHttpProtocol(HttpToolsProtocol):
-    _answered = False  # the current request was answered inline
+    _answered = False  # the current request was answered (or is being answered) here
 
     def on_headers_complete(self) -> None:
         rt: Runtime | None = self.app_state.get("edge")
-        if rt is not None and rt.settings.fast_path and self._answer_inline(rt):
+        if rt is not None and rt.settings.fast_path and self._answer(rt):
             self._answered = True
             return
         super().on_headers_complete()
@@ -76,11 +102,11 @@ class EdgeHttpProtocol(HttpToolsProtocol):
             return
         super().on_message_complete()
 
-    def _answer_inline(self, rt: Runtime) -> bool:
-        """Answer a fresh cache hit of the settings route now; False: leave it to the app."""
+    def _answer(self, rt: Runtime) -> bool:
+        """Answer a ``GET``/``HEAD`` of a settings path here; False: leave it to the app."""
         url = self.url
-        if not (url.startswith(_PREFIX) and url.endswith(_SUFFIX)):
-            return False
+        if not (url.startswith(_PREFIX) and url.endswith(_SUFFIX)) or b"%" in url:
+            return False  # (uvicorn decodes %-escapes: the app answers those)
         method = self.parser.get_method()
         if method == b"GET":
             head = False
@@ -92,37 +118,51 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if ((cycle is not None and not cycle.response_complete) or self.pipeline
                 or self.flow.write_paused or self.access_log):
             return False  # keep the order of pipelined answers; let uvicorn apply backpressure
-        accept_encoding = if_none_match = if_modified_since = None
-        for name, value in self.headers:
-            if name == b"accept-encoding":
-                accept_encoding = (value if accept_encoding is None
-                                   else accept_encoding + b"," + value)
-            elif name == b"if-none-match":
-                if_none_match = value if if_none_match is None else if_none_match + b"," + value
-            elif name == b"if-modified-since":
-                if_modified_since = value
-            elif name in _NOT_INLINE:
-                return False
-        # Only keys that passed the syntax check on their way into the cache can be found.
-        entry = rt.cache.fresh(url[_KEY_START:_KEY_END].decode("latin-1"))
-        if entry is None:
+        accept_encoding, if_none_match, if_modified_since, plain = scan(self.headers)
+        if not plain:
             return False
-        status, lines, body = choose(rt, entry, accept_encoding, if_none_match,
-                                     if_modified_since)
+        write_key = url[_KEY_START:_KEY_END].decode("latin-1")
         keep_alive = self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
+        rt.metrics.inline_answers += 1
+        entry = rt.cache.fresh(write_key)
+        if entry is not None:  # the hot path: answered before this callback returns
+            status, lines, body = choose(rt, entry, accept_encoding, if_none_match,
+                                         if_modified_since)
+            self._write(status, lines + age_line(rt, entry), b"" if head else body, keep_alive)
+            self.on_response_complete()
+            return True
+        # A miss or a due re-check awaits Redis: in a task, with a stand-in cycle so that
+        # uvicorn queues whatever is pipelined behind it.
+        pending = self.cycle = _Pending(keep_alive)  # type: ignore[assignment]
+        task = self.loop.create_task(self._answer_later(
+            rt, pending, write_key, head, accept_encoding, if_none_match, if_modified_since))
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+        return True
+
+    async def _answer_later(self, rt: Runtime, pending: _Pending, write_key: str, head: bool,
+                            accept_encoding: bytes | None, if_none_match: bytes | None,
+                            if_modified_since: bytes | None) -> None:
+        try:
+            status, lines, body = await settings_answer(
+                rt, write_key, head, accept_encoding, if_none_match, if_modified_since)
+        except Exception:  # as uvicorn does for an app: log, 500, close
+            log.exception("answering %s", write_key)
+            (status, lines, body), pending.keep_alive = _ERROR, False
+        if pending.disconnected:
+            return
+        self._write(status, lines, body, pending.keep_alive)
+        pending.response_complete = True
+        self.on_response_complete()  # the next pipelined request, or the keep-alive timer
+
+    def _write(self, status: int, lines: bytes, body: bytes, keep_alive: bool) -> None:
+        """One write: status line, uvicorn's default headers, ours, the body.
+
+        What uvicorn's ``RequestResponseCycle.send`` puts on the wire for the same answer.
+        """
         self.transport.write(b"".join((
             STATUS_LINE[status], _Defaults.lines(self.server_state.default_headers), lines,
-            age_line(rt, entry), b"\r\n" if keep_alive else _CLOSE + b"\r\n",
-            b"" if head else body,
+            b"\r\n" if keep_alive else _CLOSE + b"\r\n", body,
         )))
-        # What uvicorn does when a response completes (RequestResponseCycle.send and
-        # HttpToolsProtocol.on_response_complete).
-        self.server_state.total_requests += 1
-        rt.metrics.inline_answers += 1
         if not keep_alive:
             self.transport.close()
-        else:
-            self._unset_keepalive_if_required()
-            self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler)
-        return True

@@ -185,8 +185,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("EDGE_INSTANT", "instant", _bool, "a boolean", _nonempty,
            "Subscribe to the publish channel and drop a replaced bundle at once."),
     Option("EDGE_FAST_PATH", "fast_path", _bool, "a boolean", _nonempty,
-           "Answer fresh cache hits of the settings route inside the HTTP protocol, without "
-           "an ASGI task (edge/server.py); false sends every request through the ASGI app."),
+           "Answer GET/HEAD of the settings route inside the HTTP protocol (edge/server.py): "
+           "held bundles without any task; false sends every request through the ASGI app."),
     Option("EDGE_ASSETS_DIR", "assets_dir", str, "a directory", _assets_dir,
            "Directory served at /next-integrations/ (unset: those paths are 404)."),
     Option("EDGE_ASSETS_LATEST_MAX_AGE", "assets_latest_max_age", int, "an integer",

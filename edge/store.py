@@ -10,7 +10,8 @@ request at most one timeout, and the cache (not redis-py) decides when to try ag
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -65,25 +66,27 @@ return out
 MAX_BATCH = 128  # keys per call: bounds the reply (~128 x 10 KB) within the socket timeout
 
 _Current = tuple[tuple[int, str], keyspace.Envelope | None] | None
+_Pointer = tuple[int, str] | None
+T = TypeVar("T")
 
 
-class Store:
-    """Implements ``edge.cache.BundleSource`` over a real Redis."""
+class _Batcher(Generic[T]):
+    """Reads asked for in one event-loop turn, answered by one Redis call per ``MAX_BATCH``.
 
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
-        self._current_many = client.register_script(_CURRENT_MANY)
-        self._queued: list[tuple[str, asyncio.Future[_Current]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()
+    ``read`` gets the write keys and returns one result per key: a value, or the
+    ``StoreUnavailable`` of that key alone. A failed call fails every key of its batch.
+    """
 
-    async def current(self, write_key: str) -> _Current:
-        """Pointer and envelope in one round trip (a cold miss); ``None``: no such source.
+    def __init__(self, name: str,
+                 read: Callable[[list[str]], Awaitable[list[T | StoreUnavailable]]]) -> None:
+        self.name = name
+        self.read = read
+        self._queued: list[tuple[str, asyncio.Future[T]]] = []
+        self._running: set[asyncio.Task[None]] = set()
 
-        The envelope is ``None`` when the pointer names a version that is gone (pruned).
-        Calls made in the same event-loop turn are answered by one Redis call.
-        """
+    async def get(self, write_key: str) -> T:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[_Current] = loop.create_future()
+        future: asyncio.Future[T] = loop.create_future()
         if not self._queued:
             loop.call_soon(self._flush)
         self._queued.append((write_key, future))
@@ -92,18 +95,15 @@ class Store:
     def _flush(self) -> None:
         queued, self._queued = self._queued, []
         for start in range(0, len(queued), MAX_BATCH):
-            task = asyncio.ensure_future(self._read_batch(queued[start:start + MAX_BATCH]))
-            self._flushes.add(task)  # keep a reference until done
-            task.add_done_callback(self._flushes.discard)
+            task = asyncio.ensure_future(self._run(queued[start:start + MAX_BATCH]))
+            self._running.add(task)  # keep a reference until done
+            task.add_done_callback(self._running.discard)
 
-    async def _read_batch(self, batch: list[tuple[str, asyncio.Future[_Current]]]) -> None:
-        keys = [keyspace.current_key(write_key) for write_key, _ in batch]
-        prefixes = [keyspace.version_prefix(write_key) for write_key, _ in batch]
+    async def _run(self, batch: list[tuple[str, asyncio.Future[T]]]) -> None:
         try:
-            raw = await self._current_many(keys=keys, args=[len(keyspace.FIELDS),
-                                                             *keyspace.FIELDS, *prefixes])
+            results = await self.read([write_key for write_key, _ in batch])
         except (RedisError, OSError, TimeoutError) as exc:
-            error = StoreUnavailable(f"redis EVALSHA current failed: {exc!r}")
+            error = StoreUnavailable(f"redis {self.name} failed: {exc!r}")
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
@@ -113,28 +113,54 @@ class Store:
                 if not future.done():
                     future.set_exception(StoreUnavailable(f"read abandoned: {exc!r}"))
             raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # its waiter was cancelled
+                continue
+            if isinstance(result, StoreUnavailable):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+
+class Store:
+    """Implements ``edge.cache.BundleSource`` over a real Redis.
+
+    Cold misses and pointer re-checks that arrive together (the same event-loop turn) share
+    one Redis call each: redis-py costs far more per command than Redis does per key.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._current_many = client.register_script(_CURRENT_MANY)
+        self._currents: _Batcher[_Current] = _Batcher("EVALSHA current", self._read_currents)
+        self._pointers: _Batcher[_Pointer] = _Batcher("MGET pointers", self._read_pointers)
+
+    async def current(self, write_key: str) -> _Current:
+        """Pointer and envelope in one round trip (a cold miss); ``None``: no such source.
+
+        The envelope is ``None`` when the pointer names a version that is gone (pruned).
+        """
+        return await self._currents.get(write_key)
+
+    async def pointer(self, write_key: str) -> _Pointer:
+        """The current ``(version, etag)`` of a source, ``None`` when it has none."""
+        return await self._pointers.get(write_key)
+
+    async def _read_currents(self, write_keys: list[str]) -> list[_Current | StoreUnavailable]:
+        keys = [keyspace.current_key(write_key) for write_key in write_keys]
+        prefixes = [keyspace.version_prefix(write_key) for write_key in write_keys]
+        raw = await self._current_many(keys=keys, args=[len(keyspace.FIELDS),
+                                                         *keyspace.FIELDS, *prefixes])
         values = cast("list[bytes | None]", raw)
         width = 1 + len(keyspace.FIELDS)
-        for i, (write_key, future) in enumerate(batch):
-            if future.done():
-                continue
-            try:
-                future.set_result(_decode_current(write_key, values[i * width:(i + 1) * width]))
-            except StoreUnavailable as exc:
-                future.set_exception(exc)
+        return [_decode_current(write_key, values[i * width:(i + 1) * width])
+                for i, write_key in enumerate(write_keys)]
 
-    async def pointer(self, write_key: str) -> tuple[int, str] | None:
-        """The current ``(version, etag)`` of a source, ``None`` when it has none."""
-        try:
-            raw = await self.client.get(keyspace.current_key(write_key))
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis GET pointer failed: {exc!r}") from exc
-        if raw is None:
-            return None
-        try:
-            return keyspace.decode_pointer(raw)
-        except ValueError as exc:
-            raise StoreUnavailable(f"malformed pointer for {write_key!r}: {raw!r}") from exc
+    async def _read_pointers(self, write_keys: list[str]) -> list[_Pointer | StoreUnavailable]:
+        raw = await self.client.mget([keyspace.current_key(wk) for wk in write_keys])
+        values = cast("list[bytes | None]", raw)
+        return [_decode_pointer(write_key, value)
+                for write_key, value in zip(write_keys, values, strict=True)]
 
     async def envelope(self, write_key: str, version: int) -> keyspace.Envelope | None:
         """One stored version, ``None`` when that version hash does not exist (pruned)."""
@@ -157,13 +183,22 @@ class Store:
             raise StoreUnavailable(f"redis PING failed: {exc!r}") from exc
 
 
-def _decode_current(write_key: str, values: list[bytes | None]) -> _Current:
+def _decode_current(write_key: str, values: list[bytes | None]) -> _Current | StoreUnavailable:
     if len(values) != 1 + len(keyspace.FIELDS):
-        raise StoreUnavailable(f"short reply for {write_key!r}")
+        return StoreUnavailable(f"short reply for {write_key!r}")
     if values[0] is None:
         return None
     try:
         pointer = keyspace.decode_pointer(values[0])
         return pointer, keyspace.Envelope.from_fields(write_key, values[1:])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise StoreUnavailable(f"malformed pointer or version of {write_key!r}") from exc
+    except (ValueError, UnicodeDecodeError):
+        return StoreUnavailable(f"malformed pointer or version of {write_key!r}")
+
+
+def _decode_pointer(write_key: str, value: bytes | None) -> _Pointer | StoreUnavailable:
+    if value is None:
+        return None
+    try:
+        return keyspace.decode_pointer(value)
+    except (ValueError, UnicodeDecodeError):
+        return StoreUnavailable(f"malformed pointer for {write_key!r}: {value!r}")

@@ -405,3 +405,23 @@ async def test_a_failed_batch_fails_each_waiting_miss() -> None:
         await client.aclose()
 
     assert all(isinstance(r, StoreUnavailable) for r in results), results
+
+
+async def test_concurrent_pointer_checks_share_one_mget(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """Refreshes of one event-loop turn read their pointers with one MGET; a malformed
+    pointer fails only its own key."""
+    published = publish(redis_client, "ptr-a", version=3)
+    redis_client.set(keyspace.current_key("ptr-bad"), b"not-a-pointer")
+    before = int(redis_client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0))
+
+    a, missing, bad = await asyncio.gather(
+        source.store.pointer("ptr-a"), source.store.pointer("ptr-none"),
+        source.store.pointer("ptr-bad"), return_exceptions=True)
+
+    after = int(redis_client.info("commandstats").get("cmdstat_mget", {}).get("calls", 0))
+    assert a == (3, published.etag)
+    assert missing is None
+    assert isinstance(bad, StoreUnavailable) and "ptr-bad" in str(bad)
+    assert after - before == 1

@@ -20,17 +20,18 @@ import pytest
 import redis
 
 from tests.edge.helpers import publish
-from tests.services import free_port, wait_for_port
+from tests.services import RedisServer, free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WK = "srvkey1"
 
 
-def _start_edge(redis_url: str, log: Path, *, fast: bool) -> tuple[subprocess.Popen[bytes], int]:
+def _start_edge(redis_url: str, log: Path, *, fast: bool, **extra: str
+                ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "EDGE_PORT": str(port),
            "EDGE_HOST": "127.0.0.1", "EDGE_FAST_PATH": "true" if fast else "false",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT), **extra}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "edge"], env=env, cwd=ROOT,
                                 stdout=out, stderr=subprocess.STDOUT)
@@ -175,12 +176,14 @@ def test_pipelined_answers_keep_their_order(edges: tuple[int, int],
     assert versions == [b"1", b"7", b"1", b"7"]
 
 
-def test_connection_rules(edges: tuple[int, int]) -> None:
-    """Keep-alive holds across inline answers; HTTP/1.0 and Connection: close end it."""
+def test_connection_rules(edges: tuple[int, int], redis_client: redis.Redis) -> None:
+    """Keep-alive holds across the protocol's answers, a miss's included; HTTP/1.0 and
+    Connection: close end it."""
     fast_port, _ = edges
+    publish(redis_client, "srvkey5")
     with socket.create_connection(("127.0.0.1", fast_port)) as sock:
-        for _ in range(3):
-            sock.sendall(get(WK))
+        for key in ("srvkey5", WK, "srvkey5"):  # a miss (awaits Redis), then hits
+            sock.sendall(get(key))
             assert _read_responses(sock, 1).startswith(b"HTTP/1.1 200 ")
             time.sleep(0.3)
     for request in (get(WK, version="1.0"), get(WK, "Connection: close")):
@@ -204,3 +207,63 @@ def test_idle_connection_closes_after_keep_alive_timeout(edges: tuple[int, int])
         started = time.monotonic()
         assert sock.recv(1) == b""
         assert 4.0 < time.monotonic() - started < 7.5
+
+
+def test_a_miss_is_answered_by_the_protocol_too(edges: tuple[int, int],
+                                                redis_client: redis.Redis) -> None:
+    """A key neither edge holds yet: read from Redis by the protocol's own task, same bytes."""
+    fast_port, plain_port = edges
+    publish(redis_client, "srvkey3", version=5)
+    before = inline_answers(fast_port)
+
+    fast = exchange(fast_port, get("srvkey3", "Accept-Encoding: gzip"))
+    plain = exchange(plain_port, get("srvkey3", "Accept-Encoding: gzip"))
+
+    assert fast.startswith(b"HTTP/1.1 200 ") and b"x-settings-version: 5\r\n" in fast
+    assert normalized(fast) == normalized(plain)
+    assert inline_answers(fast_port) == before + 1
+
+
+def test_a_client_gone_before_its_miss_is_answered(edges: tuple[int, int],
+                                                   redis_client: redis.Redis,
+                                                   tmp_path: Path) -> None:
+    """Hanging up while the protocol awaits Redis costs nothing: no error, the edge serves on."""
+    fast_port, _ = edges
+    publish(redis_client, "srvkey4")
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", fast_port)) as sock:
+            sock.sendall(get("srvkey4") + get(WK))
+        # closed at once, before the answers
+
+    assert exchange(fast_port, get("srvkey4")).startswith(b"HTTP/1.1 200 ")
+    assert b"Traceback" not in (tmp_path / "fast.log").read_bytes()
+
+
+def test_redis_down_same_answers_from_both_paths(tmp_path: Path) -> None:
+    """Redis gone: a held bundle due for its check is served stale, a never-seen key gets the
+    503 — by the protocol exactly as by the app."""
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        publish(client, "downkey")
+        client.close()
+        quick = {"EDGE_REFRESH_INTERVAL": "0.5", "EDGE_REDIS_RETRY_INTERVAL": "0.2"}
+        fast, fast_port = _start_edge(server.url, tmp_path / "fast.log", fast=True, **quick)
+        plain, plain_port = _start_edge(server.url, tmp_path / "plain.log", fast=False, **quick)
+        try:
+            for port in (fast_port, plain_port):
+                assert exchange(port, get("downkey")).startswith(b"HTTP/1.1 200 ")
+            server.stop()
+            time.sleep(0.7)  # past the refresh interval: the next request re-checks
+
+            answers = {port: (exchange(port, get("downkey")), exchange(port, get("neverseen")))
+                       for port in (fast_port, plain_port)}
+        finally:
+            for proc in (fast, plain):
+                proc.terminate()
+                proc.wait(timeout=10)
+
+    (fast_stale, fast_503), (plain_stale, plain_503) = answers[fast_port], answers[plain_port]
+    assert fast_stale.startswith(b"HTTP/1.1 200 ") and b"x-settings-stale: 1\r\n" in fast_stale
+    assert fast_503.startswith(b"HTTP/1.1 503 ") and b"retry-after: " in fast_503
+    assert normalized(fast_stale) == normalized(plain_stale)
+    assert normalized(fast_503) == normalized(plain_503)
