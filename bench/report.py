@@ -16,8 +16,10 @@ from bench.wrk import WrkResult
 
 # Pairs whose ratio is printed as `ratio <scenario> <a>/<b> = <x>`.
 PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
-    "hot-200": (("edge", "nginx"), ("edge", "asgi-limit"), ("edge-asgi", "asgi-limit")),
-    "304": (("edge", "nginx"), ("edge", "asgi-limit"), ("edge-asgi", "asgi-limit")),
+    "hot-200": (("edge", "nginx"), ("edge", "asgi-limit"), ("edge-asgi", "asgi-limit"),
+                ("edge", "protocol-limit")),
+    "304": (("edge", "nginx"), ("edge", "asgi-limit"), ("edge-asgi", "asgi-limit"),
+            ("edge", "protocol-limit")),
     "latency-8c": (("edge", "nginx"), ("edge", "asgi-limit")),
     "cold": (("edge", "nginx"),),
     "unknown": (("edge", "nginx"),),
@@ -130,7 +132,8 @@ def table(results: Results) -> str:
     head = ("| scenario | server | median req/s | rounds (req/s) | CV | p50 ms | p99 ms "
             "| B/resp | non-2xx/3xx | server CPU | wrk CPU |")
     lines = [head, "|" + "---|" * 11]
-    order = {"edge": 0, "edge-asgi": 1, "nginx": 2, "asgi-limit": 3, "nginx-proxy": 4}
+    order = {"edge": 0, "edge-asgi": 1, "nginx": 2, "asgi-limit": 3, "protocol-limit": 4,
+             "nginx-proxy": 5}
     seen: list[tuple[str, str]] = []
     for run in results.runs:
         key = (run.scenario, run.target)

@@ -196,6 +196,8 @@ def _http(s: Setup, published: list[Published]) -> None:
     write_bundle_file(w / "limit.json", body=sample.gzip, headers=seen.ok, etag=sample.etag)
     limit = servers.start_limit(procs, w / "limit.json", core=s.server_core)
     servers.probe_reference("asgi-limit", limit, sample, sample.etag, None)
+    plimit = servers.start_limit(procs, w / "limit.json", core=s.server_core, protocol=True)
+    servers.probe_reference("protocol-limit", plimit, sample, sample.etag, None)
 
     standard = {"content-type", "content-encoding", "etag", "last-modified", "vary",
                 "cache-control", "access-control-allow-origin", seen.version_header}
@@ -224,7 +226,9 @@ def _http(s: Setup, published: list[Published]) -> None:
     cold_file = keys("cold", [(settings_path(p.write_key), "") for p in cold])
     unknown_file = keys("unknown", [(settings_path(k), "") for k in unknown])
     files["edge-asgi"] = files["edge"]
-    targets = {"edge": edge, "edge-asgi": edge_asgi, "nginx": nginx, "asgi-limit": limit}
+    files["protocol-limit"] = files["asgi-limit"]
+    targets = {"edge": edge, "edge-asgi": edge_asgi, "nginx": nginx, "asgi-limit": limit,
+               "protocol-limit": plimit}
     three = ["edge", "nginx", "asgi-limit"]
 
     if "http" in cfg.phases:
@@ -270,6 +274,7 @@ def _http(s: Setup, published: list[Published]) -> None:
     procs.stop(edge)
     procs.stop(edge_asgi)
     procs.stop(limit)
+    procs.stop(plimit)
     procs.stop(nginx)
 
 

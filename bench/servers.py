@@ -67,11 +67,16 @@ def start_edge(procs: Processes, *, redis_url: str, core: int | None,
         "EDGE_LOG_LEVEL": "warning", **(env or {})})
 
 
-def start_limit(procs: Processes, bundle_file: Path, *, core: int | None) -> Proc:
+def start_limit(procs: Processes, bundle_file: Path, *, core: int | None,
+                protocol: bool = False) -> Proc:
+    """The ASGI limit, or with ``protocol`` the protocol limit (bench/limit.py)."""
     port = free_port()
-    return procs.start("asgi-limit", [
+    flags = list(UVICORN_FLAGS)
+    if protocol:
+        flags[flags.index("--http") + 1] = "bench.limit:ConstantProtocol"
+    return procs.start("protocol-limit" if protocol else "asgi-limit", [
         sys.executable, "-m", "uvicorn", "--factory", "bench.limit:create_app",
-        "--host", "127.0.0.1", "--port", str(port), *UVICORN_FLAGS,
+        "--host", "127.0.0.1", "--port", str(port), *flags,
     ], port=port, core=core, env={"BENCH_LIMIT_BUNDLE": str(bundle_file)})
 
 

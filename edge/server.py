@@ -45,7 +45,7 @@ _ERROR = (500, b"content-type: text/plain; charset=utf-8\r\ncontent-length: 21\r
           b"Internal Server Error")
 
 
-class _Defaults:
+class DefaultHeaders:
     """uvicorn's per-server default headers (``Date``, optional ``Server``) as wire bytes.
 
     uvicorn replaces the list once a second; it is serialized again only then.
@@ -161,7 +161,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         What uvicorn's ``RequestResponseCycle.send`` puts on the wire for the same answer.
         """
         self.transport.write(b"".join((
-            STATUS_LINE[status], _Defaults.lines(self.server_state.default_headers), lines,
+            STATUS_LINE[status], DefaultHeaders.lines(self.server_state.default_headers), lines,
             b"\r\n" if keep_alive else _CLOSE + b"\r\n", body,
         )))
         if not keep_alive:

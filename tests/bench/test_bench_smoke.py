@@ -43,6 +43,7 @@ def test_bench_runs_every_scenario_on_a_tiny_data_set(
     assert {("hot-200", "edge", "asgi-limit"), ("hot-200", "edge", "nginx"),
             ("304", "edge", "asgi-limit"), ("304", "edge", "nginx"),
             ("hot-200", "edge-asgi", "asgi-limit"), ("304", "edge-asgi", "asgi-limit"),
+            ("hot-200", "edge", "protocol-limit"), ("304", "edge", "protocol-limit"),
             ("latency-8c", "edge", "nginx"), ("cold", "edge", "nginx"),
             ("unknown", "edge", "nginx"), ("proxy-hit", "nginx-proxy", "nginx"),
             ("cold", "edge", "edge-hot-200")} <= pairs
