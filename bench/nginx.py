@@ -84,7 +84,10 @@ events {{ worker_connections 8192; use epoll; }}
 http {{
     access_log off;
     server_tokens off;
-    sendfile on;
+    # sendfile off: for files of a few KB one read() into nginx's buffer and one writev are
+    # cheaper than writev + sendfile. Measured here (hot mix, 64 connections, 3 s runs): static
+    # ~210k -> ~250k requests, proxy_cache hits ~165k -> ~185k; off is nginx's own default.
+    sendfile off;
     tcp_nopush on;
     tcp_nodelay on;
     keepalive_requests 10000000;

@@ -17,7 +17,8 @@ request pipelined behind one still in the app, a paused transport, an access log
 request when ``EDGE_FAST_PATH=false``. The answers keep uvicorn's connection semantics: its
 ``Date`` (and ``Server``) headers, ``Connection: close`` for HTTP/1.0 and ``close`` requests,
 the keep-alive timeout, pipelining order, graceful shutdown, the request counter behind
-``--limit-max-requests`` (``on_response_complete``).
+``--limit-max-requests`` (``on_response_complete``). Not applied to these answers:
+uvicorn's ``--limit-concurrency`` (settings-cdn-edge does not set it).
 
 The protocol reads the edge's ``Runtime`` from the lifespan state, so under any other app
 (the bench's ASGI limit) it is uvicorn's protocol unchanged. It subclasses uvicorn internals:
