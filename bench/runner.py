@@ -1,10 +1,10 @@
 """``bench/run``: every phase of the benchmark, bounded in time, on processes it owns.
 
-Phases: seed (SQLite -> ``republish --all`` -> Redis, timed), files for nginx, the three
-servers (edge, nginx, ASGI limit) on the server core with ``wrk`` on the other, interleaved
-rounds per scenario, nginx ``proxy_cache`` hits, the cold path, the edge's memory with every
-bundle cached, and the Config API write -> edge latency. The orchestrator itself is pinned to
-the load core so it never takes CPU from the server it measures.
+Phases: seed (SQLite -> ``republish --all`` -> Redis, timed), files for nginx, the servers
+(edge, edge-asgi, nginx, ASGI limit, protocol limit) on the server core with ``wrk`` on the
+other, interleaved rounds per scenario, nginx ``proxy_cache`` hits, the cold path, the edge's
+memory with every bundle cached, and the Config API write -> edge latency. The orchestrator
+itself is pinned to the load core so it never takes CPU from the server it measures.
 """
 
 from __future__ import annotations
