@@ -91,7 +91,7 @@ _Result = Union["Entry", _Miss, None]
 
 @dataclass
 class _Flight:
-    task: asyncio.Task[_Result]
+    done: asyncio.Future[_Result]  # the leader's result, for the others
     dirty: bool = field(default=False)
 
 
@@ -197,12 +197,22 @@ class BundleCache:
     # -- single flight ---------------------------------------------------------------------
 
     async def _join(self, write_key: str) -> _Result:
+        """The first caller for a key reads (in its own task: no task per miss); callers
+        arriving meanwhile wait for its result."""
         flight = self._flights.get(write_key)
-        if flight is None:
-            task = asyncio.ensure_future(self._load(write_key))
-            flight = self._flights[write_key] = _Flight(task)
-        # shield: a client that hangs up must not cancel the read others wait for
-        return await asyncio.shield(flight.task)
+        if flight is not None:
+            # shield: one waiter cancelled must not cancel the result the others wait for
+            return await asyncio.shield(flight.done)
+        done: asyncio.Future[_Result] = asyncio.get_running_loop().create_future()
+        self._flights[write_key] = _Flight(done)
+        try:
+            result = await self._load(write_key)
+        except BaseException:  # the leader failed or was cancelled (shutdown): the others
+            if not done.done():  # answer as if Redis had failed, and nobody waits forever
+                done.set_result(_Miss.UNAVAILABLE)
+            raise
+        done.set_result(result)
+        return result
 
     async def _load(self, write_key: str) -> _Result:
         try:

@@ -425,3 +425,35 @@ async def test_concurrent_pointer_checks_share_one_mget(
     assert missing is None
     assert isinstance(bad, StoreUnavailable) and "ptr-bad" in str(bad)
     assert after - before == 1
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_shared_read(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """The first caller reads; if it is cancelled (shutdown) the others get an answer
+    (Redis treated as failed: 503 for a key never held), and a cancelled follower changes
+    nothing for the rest."""
+    publish(redis_client, "wk1")
+    cache = make_cache(source, ManualClock())
+    source.gate = anyio.Event()
+
+    leader = asyncio.ensure_future(cache.get("wk1"))
+    follower = asyncio.ensure_future(cache.get("wk1"))
+    await anyio.wait_all_tasks_blocked()
+    leader.cancel()
+    source.gate.set()
+    outcome = await asyncio.gather(leader, follower, return_exceptions=True)
+
+    assert isinstance(outcome[0], asyncio.CancelledError)
+    assert isinstance(outcome[1], Unavailable)
+
+    source.gate = anyio.Event()
+    cache = make_cache(source, ManualClock())  # a new one: the first backed off after failing
+    first, dropped, last = (asyncio.ensure_future(cache.get("wk1")) for _ in range(3))
+    await anyio.wait_all_tasks_blocked()
+    dropped.cancel()
+    source.gate.set()
+    got = await asyncio.gather(first, dropped, last, return_exceptions=True)
+
+    assert isinstance(got[1], asyncio.CancelledError)
+    assert got[0] is got[2] and getattr(got[0], "version", None) == 1
