@@ -3,8 +3,9 @@
 ``create_app`` builds everything lazily: the Redis client, cache and (in instant mode) the
 publish-channel subscription are opened in the Starlette lifespan and shared with every
 request through typed lifespan state; nothing happens at import. The settings route skips
-Starlette's routing and middleware: a cache hit is a dict lookup plus sending prebuilt bytes
-and a prebuilt header list.
+Starlette's routing and middleware. Its answer is computed here (``scan``,
+``settings_answer``, ``choose``) for both ways in: this ASGI app, and edge/server.py, the HTTP
+protocol settings-cdn-edge runs, which answers GET/HEAD of the route without an ASGI task.
 """
 
 from __future__ import annotations

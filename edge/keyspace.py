@@ -25,6 +25,8 @@ PREFIX = "sc"
 # What a write key may be: URL-safe, so it can sit in a path and a hash tag unescaped.
 WRITE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 PUBLISHED_CHANNEL = f"{PREFIX}:published"
+# A strong entity-tag (RFC 9110 §8.8.3): the edge writes it into responses without re-checking.
+ETAG_RE = re.compile(rb'"[\x21\x23-\x7e]*"')
 
 # Field names of the version hash.
 F_JSON = "json"
@@ -106,6 +108,8 @@ class Envelope:
             return None
         raw_json, raw_gzip, etag, published_at, revision, version = values
         assert raw_json is not None and raw_gzip is not None  # checked above, for mypy
+        if ETAG_RE.fullmatch(etag or b"") is None:  # it goes into a response header as is
+            raise ValueError(f"malformed etag {etag!r}")
         return cls(
             write_key=write_key,
             version=int(version or 0),

@@ -457,3 +457,17 @@ async def test_a_cancelled_waiter_does_not_cancel_the_shared_read(
 
     assert isinstance(got[1], asyncio.CancelledError)
     assert got[0] is got[2] and getattr(got[0], "version", None) == 1
+
+
+async def test_a_malformed_etag_in_redis_is_refused_not_served(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """Envelope bytes go into response headers unchecked: a version whose ETag could split
+    a response (CR/LF) is treated as unreadable — 503 for a key never held — not served."""
+    publish(redis_client, "bad-etag", version=2)
+    redis_client.hset(keyspace.version_key("bad-etag", 2), keyspace.F_ETAG,
+                      b'"x"\r\nset-cookie: a=b')
+    cache = make_cache(source, ManualClock())
+
+    with pytest.raises(Unavailable):
+        await cache.get("bad-etag")
