@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from edge.keyspace import Envelope
 from publisher.catalog import Catalog, CatalogDestination, default_catalog, validate_settings
 from publisher.model import Instance, Source
 from publisher.rules import check_source
@@ -93,16 +94,8 @@ class SourceFactory:
         return SourceSpec(source, tuple(instances))
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    """What a client needs to know about one published bundle (the Lua key files)."""
-
-    write_key: str
-    version: int
-    etag: str
-    published_at: int
-    json: bytes
-    gzip: bytes
+# One published bundle exactly as Redis holds it (the key files, nginx's files, the probes).
+Published = Envelope
 
 
 def compiled(indices: Iterable[int], *, published_at: int,
@@ -118,5 +111,6 @@ def compiled(indices: Iterable[int], *, published_at: int,
         check_source(spec.source, spec.instances, factory.catalog)
         raw = canonical_bytes(compile_source(spec.source, spec.instances, factory.catalog))
         bundle = make_bundle(raw, version=1, revision=1, published_at=published_at)
-        yield spec, Published(spec.source.write_key, bundle.version, bundle.etag,
-                              bundle.published_at, bundle.json, bundle.gzip)
+        yield spec, Envelope(write_key=spec.source.write_key, version=bundle.version,
+                             json=bundle.json, gzip=bundle.gzip, etag=bundle.etag,
+                             published_at=bundle.published_at, revision=bundle.revision)

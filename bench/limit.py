@@ -34,9 +34,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-# Headers a 304 keeps (RFC 9110 §15.4.5), as the edge does.
-KEPT_ON_304 = frozenset({b"cache-control", b"content-location", b"date", b"etag", b"expires",
-                         b"vary"})
 
 
 def write_bundle_file(path: Path, *, body: bytes, headers: list[tuple[str, str]],
@@ -45,14 +42,21 @@ def write_bundle_file(path: Path, *, body: bytes, headers: list[tuple[str, str]]
     path.write_bytes(orjson.dumps({"body": body.hex(), "headers": headers, "etag": etag}))
 
 
-def build(body: bytes, headers: list[tuple[str, str]], etag: str) -> ASGIApp:
+def _answer_headers(body: bytes, headers: list[tuple[str, str]]
+                    ) -> tuple[http.Headers, http.Headers]:
+    """The 200 headers (the edge's, with this body's length) and the 304's subset of them."""
     raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
            if k.lower() not in ("content-length", "date", "server")]
-    ok = {"type": "http.response.start", "status": 200,
-          "headers": [*raw, (b"content-length", str(len(body)).encode())]}
+    return ([*raw, (b"content-length", str(len(body)).encode())],
+            [(k, v) for k, v in raw if k in http.NOT_MODIFIED_KEEP])
+
+
+def build(body: bytes, headers: list[tuple[str, str]], etag: str) -> ASGIApp:
+    ok_headers, not_modified_headers = _answer_headers(body, headers)
+    ok = {"type": "http.response.start", "status": 200, "headers": ok_headers}
     ok_body = {"type": "http.response.body", "body": body}
     not_modified = {"type": "http.response.start", "status": 304,
-                    "headers": [(k, v) for k, v in raw if k in KEPT_ON_304]}
+                    "headers": not_modified_headers}
     empty = {"type": "http.response.body", "body": b""}
     tag = etag.encode("latin-1")
 
@@ -104,12 +108,9 @@ class ConstantProtocol(HttpToolsProtocol):
     def _load(cls) -> tuple[bytes, bytes, bytes]:
         if cls._answers is None:
             body, headers, etag = _bundle_file()
-            raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers
-                   if k.lower() not in ("content-length", "date", "server")]
-            ok = http.header_block([*raw, (b"content-length", str(len(body)).encode())])
-            cls._answers = (ok + b"\r\n" + body,
-                            http.header_block([(k, v) for k, v in raw if k in KEPT_ON_304])
-                            + b"\r\n", etag.encode("latin-1"))
+            ok, not_modified = _answer_headers(body, headers)
+            cls._answers = (http.header_block(ok) + b"\r\n" + body,
+                            http.header_block(not_modified) + b"\r\n", etag.encode("latin-1"))
         return cls._answers
 
     def on_headers_complete(self) -> None:

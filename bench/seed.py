@@ -117,10 +117,8 @@ def publish_direct(client: redis.Redis, indices: Iterable[int], *, published_at:
     out: list[Published] = []
     pipe = client.pipeline(transaction=False)
     for count, (_, p) in enumerate(compiled(indices, published_at=published_at), start=1):
-        env = keyspace.Envelope(p.write_key, p.version, p.json, p.gzip, p.etag,
-                                p.published_at, 1)
         pipe.hset(keyspace.version_key(p.write_key, p.version),
-                  mapping=env.to_hash())  # type: ignore[arg-type]
+                  mapping=p.to_hash())  # type: ignore[arg-type]
         pipe.zadd(keyspace.versions_key(p.write_key), {str(p.version): p.version})
         pipe.set(keyspace.current_key(p.write_key), keyspace.encode_pointer(p.version, p.etag))
         out.append(p)
@@ -180,8 +178,7 @@ def read_back(client: redis.Redis, keys: Sequence[str], batch: int = 1000) -> li
             env = keyspace.Envelope.from_fields(k, values)
             if env is None:
                 raise RuntimeError(f"source {k}: current version hash missing")
-            result.append(Published(k, env.version, env.etag, env.published_at, env.json,
-                                    env.gzip))
+            result.append(env)
     return result
 
 

@@ -181,7 +181,7 @@ def _age_line(age: int) -> bytes:
 
 
 class EdgeApp:
-    """Dispatches the settings route to the fast path and everything else to Starlette."""
+    """Dispatches the settings route to ``serve_settings`` and everything else to Starlette."""
 
     def __init__(self, app: Starlette, settings: EdgeSettings) -> None:
         self.app = app

@@ -148,12 +148,12 @@ class BundleCache:
 
     async def get(self, write_key: str) -> Entry | None:
         """The bundle to serve, ``None`` for an unknown key; raises ``Unavailable``."""
+        hit = self.fresh(write_key)
+        if hit is not None:
+            return hit
         entry = self._entries.get(write_key)
         now = self.clock()
-        if entry is not None:
-            if now < entry.fresh_until:
-                self.metrics.cache_hits += 1
-                return entry
+        if entry is not None:  # due for its check
             if now < self._retry_at:
                 return self._serve_stale(entry)
         else:

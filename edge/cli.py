@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        # uvicorn's httptools protocol answering cache hits inline (EDGE_FAST_PATH).
+        # uvicorn's httptools protocol, answering GET/HEAD of the settings route itself
+        # (edge/server.py, EDGE_FAST_PATH).
         http="edge.server:EdgeHttpProtocol",
         lifespan="on",
         access_log=False,

@@ -180,8 +180,8 @@ NOT_MODIFIED_KEEP = frozenset(
     {b"cache-control", b"content-location", b"etag", b"expires", b"vary",
      b"access-control-allow-origin"}
 )
-_SHARED = (b"vary: Accept-Encoding\r\naccess-control-allow-origin: *\r\n"
-           b"access-control-expose-headers: " + EXPOSE + b"\r\n")
+_VARY_CORS = b"vary: Accept-Encoding\r\naccess-control-allow-origin: *\r\n"
+_EXPOSE_LINE = b"access-control-expose-headers: " + EXPOSE + b"\r\n"
 
 
 def bundle_blocks(
@@ -205,15 +205,14 @@ def bundle_blocks(
     etag_line = b"etag: " + etag.encode() + b"\r\n"
     cache_line = b"cache-control: " + cache_control.encode() + b"\r\n"
     rest = b"".join((
-        etag_line, _last_modified_line(published_at), cache_line, _SHARED,
+        etag_line, _last_modified_line(published_at), cache_line, _VARY_CORS, _EXPOSE_LINE,
         b"surrogate-key: ", write_key.encode(), b"\r\n",
         VERSION_HEADER, b": %d\r\n" % version,
     ))
     identity = b"content-type: application/json\r\ncontent-length: %d\r\n" % json_length
     gzip = (b"content-type: application/json\r\ncontent-encoding: gzip\r\n"
             b"content-length: %d\r\n" % gzip_length)
-    not_modified = b"".join((etag_line, cache_line,
-                             b"vary: Accept-Encoding\r\naccess-control-allow-origin: *\r\n"))
+    not_modified = etag_line + cache_line + _VARY_CORS
     return identity + rest, gzip + rest, not_modified
 
 

@@ -3,7 +3,8 @@
 The edge owns this module because it is the reader; ``publisher`` imports it, never the
 reverse. Every key of one source carries the write key as a Redis Cluster hash tag
 (``{<writeKey>}``) so that one source's keys live in one slot: a publish is one atomic
-script, and so is the edge's cold read of pointer + version.
+script, and so is the edge's cold read of pointer + version (edge/store.py batches several
+sources into one script call, so the edge reads one Redis or replica, not a Cluster).
 
 | key / channel              | holds                                                          |
 |----------------------------|----------------------------------------------------------------|

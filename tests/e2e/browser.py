@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from tests.e2e.servers import CHROMIUM, DRIVER, E2E_DIR, NODE_MODULES, require_program
+from tests.services import stop_process
 
 
 def require_browser_side() -> str:
@@ -96,12 +97,7 @@ class Browser:
                 self.proc.wait(timeout=15)
             except (OSError, subprocess.TimeoutExpired):
                 # SIGTERM: playwright closes the browser it launched, then node exits.
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
+                stop_process(self.proc)
         for pump in self.pumps:
             pump.join(timeout=5)
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):

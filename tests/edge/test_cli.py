@@ -16,7 +16,7 @@ import redis
 from edge.cli import main
 from edge.settings import OPTIONS, settings_table
 from tests.edge.helpers import publish
-from tests.services import free_port, wait_for_port
+from tests.services import free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -86,8 +86,7 @@ def running_edge(redis_url: str, tmp_path: Path) -> Iterator[str]:
             wait_for_port(port)
             yield f"127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop_process(proc)
 
 
 def test_python_m_edge_serves(running_edge: str, redis_client: redis.Redis) -> None:

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from tests.edge.helpers import publish
-from tests.services import RedisServer, free_port, wait_for_port
+from tests.services import RedisServer, free_port, stop_process, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[2]
 WK = "srvkey1"
@@ -51,11 +51,9 @@ def edges(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator
                 assert exchange(port, get(WK)).startswith(b"HTTP/1.1 200 ")
             yield fast_port, plain_port
         finally:
-            plain.terminate()
-            plain.wait(timeout=10)
+            stop_process(plain)
     finally:
-        fast.terminate()
-        fast.wait(timeout=10)
+        stop_process(fast)
 
 
 def get(write_key: str, *headers: str, method: str = "GET", version: str = "1.1",
@@ -259,8 +257,7 @@ def test_redis_down_same_answers_from_both_paths(tmp_path: Path) -> None:
                        for port in (fast_port, plain_port)}
         finally:
             for proc in (fast, plain):
-                proc.terminate()
-                proc.wait(timeout=10)
+                stop_process(proc)
 
     (fast_stale, fast_503), (plain_stale, plain_503) = answers[fast_port], answers[plain_port]
     assert fast_stale.startswith(b"HTTP/1.1 200 ") and b"x-settings-stale: 1\r\n" in fast_stale
