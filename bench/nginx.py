@@ -1,17 +1,24 @@
 """nginx as the reference and as the production front: static files and ``proxy_cache``.
 
-One nginx process tree (one worker) with two servers. The *static* server serves every
+One nginx process tree (one worker) with three servers. The *static* server serves every
 bundle as a file — ``settings`` and its precompressed ``settings.gz`` (``gzip_static``) —
 with the edge's headers: ETag (nginx's own, from the file), Last-Modified (file mtime = the
 publish time), Cache-Control and the version header as the edge sends them, CORS, and
 ``Vary: Accept-Encoding``. That is what a user would otherwise deploy: one JSON file per write
 key behind a plain web server. The *proxy* server is nginx ``proxy_cache`` in front of the
-edge, as a CDN node would be.
+edge, as a CDN node would be, in the shape ``tests/e2e`` proves the propagation bound with: its
+cache obeys the edge's ``Cache-Control`` and nothing widens it. The *proxy-ttl* server is the
+same cache told to ignore the edge's ``Cache-Control`` and to keep 200s for the edge's
+``s-maxage`` (404s for their ``max-age``) from its own configuration: measured beside it
+because nginx re-scans a stored ``Cache-Control`` on every hit (bench/README.md, "proxy_cache
+hits"). It gives up the header's stale-while-revalidate and stale-if-error, and the lifetime no
+longer follows the edge's settings without a change to nginx's.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import resource
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -54,6 +61,7 @@ class NginxLayout:
     root: Path  # static files
     static_port: int
     proxy_port: int
+    proxy_ttl_port: int
     edge_port: int
     cache_control: str
     not_found_cache_control: str
@@ -62,6 +70,33 @@ class NginxLayout:
     @property
     def conf(self) -> Path:
         return self.workdir / "nginx.conf"
+
+
+def shared_lifetime(cache_control: str) -> int:
+    """Seconds a shared cache may keep a response: ``s-maxage``, else ``max-age``, else 0."""
+    for directive in ("s-maxage", "max-age"):
+        found = re.search(rf"(?:^|[,\s]){directive}=(\d+)", cache_control)
+        if found:
+            return int(found.group(1))
+    return 0
+
+
+def _proxy_server(port: int, zone: str, policy: str) -> str:
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://edge;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache {zone};
+            proxy_cache_revalidate on;
+            proxy_cache_lock on;
+            proxy_cache_background_update on;
+{policy}
+            add_header X-Cache-Status $upstream_cache_status always;
+        }}
+    }}"""
 
 
 def render(layout: NginxLayout, extra_headers: Mapping[str, str] | None = None) -> str:
@@ -73,6 +108,18 @@ def render(layout: NginxLayout, extra_headers: Mapping[str, str] | None = None) 
     file_cache = max(1000, nofile // 2 - 1000)
     adds = "\n".join(f'            add_header {k} "{v}";'
                      for k, v in (extra_headers or {}).items())
+    # proxy: the edge's Cache-Control alone (no proxy_cache_use_stale: it would widen the
+    # stale-while-revalidate / stale-if-error the edge names, and with them the bound).
+    # proxy-ttl: nginx's own lifetimes, equal to the edge's; no stale use, so its bound is
+    # s-maxage alone.
+    proxies = (
+        _proxy_server(layout.proxy_port, "settings",
+                      "            # the lifetime and stale use: the edge's Cache-Control")
+        + _proxy_server(layout.proxy_ttl_port, "settings_ttl", "\n".join((
+            "            proxy_ignore_headers Cache-Control Expires;",
+            f"            proxy_cache_valid 200 {shared_lifetime(layout.cache_control)}s;",
+            f"            proxy_cache_valid 404 "
+            f"{shared_lifetime(layout.not_found_cache_control)}s;"))))
     return f"""
 worker_processes 1;
 worker_rlimit_nofile {nofile};
@@ -110,6 +157,8 @@ http {{
     }}
     proxy_cache_path {w}/ngx-cache levels=1:2 keys_zone=settings:64m max_size=4g
                      inactive=1h use_temp_path=off;
+    proxy_cache_path {w}/ngx-cache-ttl levels=1:2 keys_zone=settings_ttl:64m max_size=4g
+                     inactive=1h use_temp_path=off;
     upstream edge {{
         server 127.0.0.1:{layout.edge_port};
         keepalive 64;
@@ -136,26 +185,13 @@ http {{
         location / {{ return 404; }}
     }}
 
-    server {{
-        listen 127.0.0.1:{layout.proxy_port} backlog=4096;
-        location / {{
-            proxy_pass http://edge;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_cache settings;
-            proxy_cache_revalidate on;
-            proxy_cache_lock on;
-            proxy_cache_background_update on;
-            proxy_cache_use_stale error timeout updating http_500 http_502 http_503 http_504;
-            add_header X-Cache-Status $upstream_cache_status always;
-        }}
-    }}
+{proxies}
 }}
 """
 
 
 def write_config(layout: NginxLayout, extra_headers: Mapping[str, str] | None = None) -> Path:
-    for sub in ("ngx-tmp", "ngx-cache"):
+    for sub in ("ngx-tmp", "ngx-cache", "ngx-cache-ttl"):
         (layout.workdir / sub).mkdir(parents=True, exist_ok=True)
     layout.conf.write_text(render(layout, extra_headers))
     return layout.conf

@@ -23,7 +23,7 @@ PAIRS: dict[str, tuple[tuple[str, str], ...]] = {
     "latency-8c": (("edge", "nginx"), ("edge", "asgi-limit")),
     "cold": (("edge", "nginx"),),
     "unknown": (("edge", "nginx"),),
-    "proxy-hit": (("nginx-proxy", "nginx"),),
+    "proxy-hit": (("nginx-proxy", "nginx"), ("nginx-proxy-ttl", "nginx")),
 }
 
 
@@ -119,7 +119,7 @@ def noise_notes(results: Results, *, throughput_scenarios: Sequence[str]) -> lis
                          "by other processes")
         if scenario in throughput_scenarios:
             idle = [r.server_cpu for r in runs if r.server_cpu < 0.8]
-            if idle and target not in ("nginx-proxy",):
+            if idle and not target.startswith("nginx-proxy"):
                 notes.append(f"{scenario}/{target}: the server was not saturated "
                              f"(min {min(idle):.0%} of its core)")
         errors = sum(r.socket_errors for r in runs)
@@ -133,7 +133,7 @@ def table(results: Results) -> str:
             "| B/resp | non-2xx/3xx | server CPU | wrk CPU |")
     lines = [head, "|" + "---|" * 11]
     order = {"edge": 0, "edge-asgi": 1, "nginx": 2, "asgi-limit": 3, "protocol-limit": 4,
-             "nginx-proxy": 5}
+             "nginx-proxy": 5, "nginx-proxy-ttl": 6}
     seen: list[tuple[str, str]] = []
     for run in results.runs:
         key = (run.scenario, run.target)

@@ -46,12 +46,13 @@ def test_bench_runs_every_scenario_on_a_tiny_data_set(
             ("hot-200", "edge", "protocol-limit"), ("304", "edge", "protocol-limit"),
             ("latency-8c", "edge", "nginx"), ("cold", "edge", "nginx"),
             ("unknown", "edge", "nginx"), ("proxy-hit", "nginx-proxy", "nginx"),
+            ("proxy-hit", "nginx-proxy-ttl", "nginx"),
             ("cold", "edge", "edge-hot-200")} <= pairs
     written = sorted(tmp_path.glob("*.md"))
     assert len(written) == 1
     text = written[0].read_text()
     assert "| hot-200 | edge |" in text and "| 304 | edge-asgi |" in text
-    assert "| proxy-hit | nginx-proxy |" in text
+    assert "| proxy-hit | nginx-proxy |" in text and "| proxy-hit | nginx-proxy-ttl |" in text
     assert "| republish --all (90 sources, scaled to 100k) | ≤ 60 s |" in text
     assert "edge RSS with 90 bundles" in text
     assert "| API write → edge, instant p99 | ≤ 50 ms |" in text

@@ -1,0 +1,59 @@
+"""The bench's nginx: the proxy it holds to the target obeys the edge; the other says why not."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import nginx as ngx
+
+EDGE_CC = "public, max-age=60, s-maxage=300, stale-while-revalidate=60, stale-if-error=86400"
+
+
+def _server(conf: str, port: int) -> str:
+    """The text of the ``server`` block listening on ``port``."""
+    start = conf.index(f"listen 127.0.0.1:{port} ")
+    end = conf.find("\n    server {", start)
+    return conf[start:] if end < 0 else conf[start:end]
+
+
+@pytest.mark.parametrize(("cache_control", "seconds"), [
+    (EDGE_CC, 300),
+    ("public, max-age=60", 60),
+    ("max-age=5, s-maxage=7", 7),
+    ("no-store", 0),
+    ("public, xs-maxage=9", 0),
+])
+def test_shared_lifetime_prefers_s_maxage(cache_control: str, seconds: int) -> None:
+    assert ngx.shared_lifetime(cache_control) == seconds
+
+
+def test_proxy_obeys_the_edge_and_proxy_ttl_keeps_the_edge_lifetimes(tmp_path: Path) -> None:
+    # Given the headers the edge sends
+    layout = ngx.NginxLayout(workdir=tmp_path, root=tmp_path / "www", static_port=1001,
+                             proxy_port=1002, proxy_ttl_port=1003, edge_port=1004,
+                             cache_control=EDGE_CC, not_found_cache_control="public, max-age=30",
+                             version_header="x-settings-version")
+
+    # When the bench writes nginx's configuration
+    conf = ngx.write_config(layout).read_text()
+
+    # Then the proxy the target is measured on takes lifetime and stale use from the edge
+    # alone, as tests/e2e proves the propagation bound with: nothing overrides or widens them
+    proxy = _server(conf, 1002)
+    assert "proxy_cache settings;" in proxy
+    for widening in ("proxy_cache_valid", "proxy_ignore_headers", "proxy_cache_use_stale"):
+        assert widening not in proxy
+    # And the other proxy ignores the edge's Cache-Control but keeps its lifetimes, no longer
+    assert re.findall(r"proxy_\w+ [^;]*;", _server(conf, 1003)) == [
+        "proxy_pass http://edge;", "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";', "proxy_cache settings_ttl;",
+        "proxy_cache_revalidate on;", "proxy_cache_lock on;",
+        "proxy_cache_background_update on;", "proxy_ignore_headers Cache-Control Expires;",
+        "proxy_cache_valid 200 300s;", "proxy_cache_valid 404 30s;",
+    ]
+    # And each cache has its own zone and directory
+    assert (tmp_path / "ngx-cache").is_dir() and (tmp_path / "ngx-cache-ttl").is_dir()
+    assert conf.count("keys_zone=settings:") == conf.count("keys_zone=settings_ttl:") == 1
