@@ -1,13 +1,15 @@
-"""The bench's nginx: the proxy it holds to the target obeys the edge; the other says why not."""
+"""The bench's nginx: the proxy held to the target obeys the edge; its files live in memory."""
 
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from bench import nginx as ngx
+from bench import runner
 
 EDGE_CC = "public, max-age=60, s-maxage=300, stale-while-revalidate=60, stale-if-error=86400"
 
@@ -57,3 +59,25 @@ def test_proxy_obeys_the_edge_and_proxy_ttl_keeps_the_edge_lifetimes(tmp_path: P
     # And each cache has its own zone and directory
     assert (tmp_path / "ngx-cache").is_dir() and (tmp_path / "ngx-cache-ttl").is_dir()
     assert conf.count("keys_zone=settings:") == conf.count("keys_zone=settings_ttl:") == 1
+
+
+def test_nginx_dir_is_on_the_memory_fs_when_it_has_room(tmp_path: Path) -> None:
+    # Given a file system with room (as /dev/shm is)
+    # When the bench makes nginx's directory
+    made = runner.bench_nginx_dir(tmp_path)
+    # Then it is there, readable by nginx's unprivileged workers
+    assert made.parent == tmp_path and made.is_dir()
+    assert made.stat().st_mode & 0o777 == 0o755
+
+
+def test_nginx_dir_falls_back_beside_the_work_dir(tmp_path: Path) -> None:
+    # Given no memory file system
+    missing = tmp_path / "no-shm"
+    # When the bench makes nginx's directory
+    made = runner.bench_nginx_dir(missing)
+    try:
+        # Then it is in the default temporary directory
+        assert made.parent == Path(tempfile.gettempdir()) and made.is_dir()
+        assert not missing.exists()
+    finally:
+        made.rmdir()
