@@ -1,0 +1,144 @@
+"""The protocol's keep-alive timer on a clock the test moves: one timer per idle spell.
+
+uvicorn's idle timeout (5 s after the last answer, the connection is closed) is kept; what
+changes is that a read no longer cancels the timer and an answer no longer arms a new one.
+``tests/edge/test_server.py`` checks the same on real sockets, in real time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from edge.server import EdgeHttpProtocol
+
+TIMEOUT = 5.0
+
+
+class Handle:
+    def __init__(self, loop: FakeLoop, when: float, callback: Any) -> None:
+        self.loop, self.when, self.callback, self.cancelled = loop, when, callback, False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class FakeLoop:
+    """``time`` and ``call_later`` on a clock that only ``advance`` moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.handles: list[Handle] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Any) -> Handle:
+        handle = Handle(self, self.now + delay, callback)
+        self.handles.append(handle)
+        return handle
+
+    def pending(self) -> list[Handle]:
+        return [h for h in self.handles if not h.cancelled and h.callback is not None]
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for handle in sorted(self.pending(), key=lambda h: h.when):
+            if handle.when <= self.now:
+                callback, handle.callback = handle.callback, None
+                callback()
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8080), "peername": ("127.0.0.1", 50000)}.get(name)
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+
+def connection() -> tuple[EdgeHttpProtocol, FakeLoop, FakeTransport]:
+    config = Config(app=lambda *a: None, timeout_keep_alive=int(TIMEOUT), log_level="warning")
+    config.load()
+    loop = FakeLoop()
+    protocol = EdgeHttpProtocol(config=config, server_state=ServerState(), app_state={},
+                                _loop=loop)  # type: ignore[arg-type]
+    transport = FakeTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, loop, transport
+
+
+def answered(protocol: EdgeHttpProtocol) -> None:
+    """A request read, then answered (what both answer paths end with)."""
+    protocol._unset_keepalive_if_required()  # uvicorn's data_received starts with it
+    protocol.on_response_complete()
+
+
+def test_answers_share_one_timer_and_the_idle_connection_closes_after_the_timeout() -> None:
+    protocol, loop, transport = connection()
+
+    answered(protocol)
+    loop.advance(1.0)
+    answered(protocol)
+    loop.advance(1.0)
+    answered(protocol)  # at 102: the last answer
+
+    assert len(loop.handles) == 1  # one timer for three answers
+    loop.advance(2.9)  # 104.9: the timer, armed at 100 for 105, has not fired
+    assert not transport.closed
+    loop.advance(0.2)  # 105.1: it fired, 3.1 s idle: waits out the rest
+    assert not transport.closed and loop.pending()[0].when == 107.0
+    loop.advance(1.8)  # 106.9
+    assert not transport.closed
+    loop.advance(0.2)  # 107.1: idle for 5 s since the last answer
+    assert transport.closed and not loop.pending()
+
+
+def test_a_request_in_progress_when_the_timer_fires_is_not_cut_off() -> None:
+    protocol, loop, transport = connection()
+    answered(protocol)  # at 100: the timer is armed for 105
+
+    loop.advance(4.0)
+    protocol._unset_keepalive_if_required()  # 104: a request arrives and takes its time
+    loop.advance(3.0)  # 107: the timer fired while it was in progress
+    assert not transport.closed and not loop.pending()
+
+    protocol.on_response_complete()  # 107: answered: the timer is armed again
+    assert [h.when for h in loop.pending()] == [112.0]
+    loop.advance(4.9)
+    assert not transport.closed
+    loop.advance(0.2)
+    assert transport.closed
+
+
+def test_a_lost_connection_cancels_its_timer() -> None:
+    protocol, loop, transport = connection()
+    answered(protocol)
+    assert loop.pending()
+
+    protocol.connection_lost(None)
+
+    assert transport.closed and not loop.pending()
+
+
+def test_answers_of_a_closing_connection_arm_nothing() -> None:
+    protocol, loop, transport = connection()
+    transport.close()
+
+    answered(protocol)
+
+    assert not loop.handles
