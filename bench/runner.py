@@ -300,10 +300,8 @@ def _http(s: Setup, published: list[Published]) -> None:
                            f"{proxy.name}: a cache HIT", hit)
         _settle(s, "nginx's cache files")
         for rnd in range(cfg.rounds):
-            for target in (proxies[0], nginx, proxies[1]):
-                name = "nginx" if target is nginx else target.name
-                _wrk(s, "proxy-hit", name, target, "hot.lua",
-                     [str(files["nginx" if target is nginx else "edge"])], rnd=rnd)
+            for target, mix in ((proxies[0], "edge"), (nginx, "nginx"), (proxies[1], "edge")):
+                _wrk(s, "proxy-hit", target.name, target, "hot.lua", [str(files[mix])], rnd=rnd)
     if "cold" in cfg.phases:
         cfg.log(f"scenario cold ({len(cold):,} keys the edge has not cached)")
         for rnd in range(cfg.rounds):
