@@ -26,7 +26,8 @@ once per idle spell instead of cancelled on every read and armed again on every 
 (together ≈ 2 µs of a held bundle's ≈ 10 µs in-process; tests/edge/test_keep_alive.py).
 
 The protocol reads the edge's ``Runtime`` from the lifespan state, so under any other app
-(the bench's ASGI limit) it is uvicorn's protocol unchanged. It subclasses uvicorn internals:
+(the bench's ASGI limit) it answers nothing itself: it is uvicorn's protocol with those two
+changes. It subclasses uvicorn internals:
 pyproject pins uvicorn's minor version and tests/edge/test_server.py runs it on real sockets.
 
     uvicorn --http edge.server:EdgeHttpProtocol ...   (settings-cdn-edge passes it)
