@@ -98,9 +98,9 @@ def _load(s: Setup, proc: Proc, keyfile: Path, name: str) -> None:
 
 
 def _settle(s: Setup, what: str) -> None:
-    """Write back what the bench just wrote before measuring anything (the store: ~1 GB at
-    100k sources; nginx's files when no tmpfs had room): left to the kernel's flusher, 30 s
-    later, the writeback ran on both cores during the first scenarios."""
+    """Write back what the bench just wrote before measuring anything (the store, and nginx's
+    files when no tmpfs had room: 1.4 GB dirty together at 100k sources, seen here): left to
+    the kernel's flusher, 30 s later, the writeback ran on both cores during the scenarios."""
     t0 = time.perf_counter()
     os.sync()
     s.cfg.log(f"sync: {what} written back in {time.perf_counter() - t0:.1f} s")
@@ -142,7 +142,9 @@ def _seed(s: Setup) -> list[Published]:
 
 
 MEMORY_FS = Path("/dev/shm")
-NGINX_FILES_ROOM = 2 * 2**30  # 100k sources: ~1.2 GB in tmpfs pages (one or more per file)
+# 90,000 bundles as settings + settings.gz, each file at least one 4 KiB tmpfs page (JSON of
+# 1.5-8.6 KB: up to 3): about 1 GB, plus the two caches' 20,000 files
+NGINX_FILES_ROOM = 2 * 2**30
 
 
 def bench_nginx_dir(memory_fs: Path = MEMORY_FS) -> Path:

@@ -18,8 +18,8 @@ TIMEOUT = 5.0
 
 
 class Handle:
-    def __init__(self, loop: FakeLoop, when: float, callback: Any) -> None:
-        self.loop, self.when, self.callback, self.cancelled = loop, when, callback, False
+    def __init__(self, when: float, callback: Any) -> None:
+        self.when, self.callback, self.cancelled = when, callback, False
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -36,7 +36,7 @@ class FakeLoop:
         return self.now
 
     def call_later(self, delay: float, callback: Any) -> Handle:
-        handle = Handle(self, self.now + delay, callback)
+        handle = Handle(self.now + delay, callback)
         self.handles.append(handle)
         return handle
 
