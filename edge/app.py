@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import gc
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from edge.instant import Subscription
 from edge.metrics import Metrics, render
 from edge.settings import EdgeSettings
 from edge.store import Store, StoreUnavailable, make_client
+
+log = logging.getLogger("edge.app")
 
 SETTINGS_PREFIX = "/v1/projects/"
 SETTINGS_SUFFIX = "/settings"
@@ -159,10 +162,17 @@ def choose(rt: Runtime, entry: Entry, accept_encoding: bytes | None,
     if unchanged:
         rt.metrics.requests["settings", 304] += 1
         return 304, entry.wire_304, b""
-    rt.metrics.requests["settings", 200] += 1
     if accept_encoding is not None and _accepts_gzip(accept_encoding):
+        rt.metrics.requests["settings", 200] += 1
         return 200, entry.wire_gzip, entry.gzip
-    return 200, entry.wire_identity, entry.json
+    try:
+        lines, body = entry.identity()
+    except ValueError as exc:  # the store holds a broken gzip stream: nothing to serve
+        log.error("cannot serve %s v%d uncompressed: %s", entry.write_key, entry.version, exc)
+        rt.metrics.requests["settings", 503] += 1
+        return 503, rt.unavailable_lines, http.UNAVAILABLE_BODY
+    rt.metrics.requests["settings", 200] += 1
+    return 200, lines, body
 
 
 def age_line(rt: Runtime, entry: Entry) -> bytes:
@@ -332,6 +342,7 @@ def create_app(
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await store.aclose()
             if redis is None:
                 await client.aclose()
 

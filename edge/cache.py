@@ -22,7 +22,7 @@ from typing import Protocol, Union
 from cachetools import TTLCache
 
 from edge import http
-from edge.keyspace import Envelope
+from edge.keyspace import Stored
 from edge.metrics import Metrics
 from edge.store import StoreUnavailable
 
@@ -34,11 +34,11 @@ class BundleSource(Protocol):
 
     async def pointer(self, write_key: str) -> tuple[int, str] | None: ...
 
-    async def envelope(self, write_key: str, version: int) -> Envelope | None: ...
+    async def stored(self, write_key: str, version: int) -> Stored | None: ...
 
     async def current(
         self, write_key: str
-    ) -> tuple[tuple[int, str], Envelope | None] | None: ...
+    ) -> tuple[tuple[int, str], Stored | None] | None: ...
 
 
 class Unavailable(Exception):
@@ -51,31 +51,44 @@ class Entry:
     version: int
     etag: str
     published_at: int
-    json: bytes
     gzip: bytes
     # Header lines of each answer, serialized once (``http.header_block``): the fast path
     # (edge/server.py) writes them as they are; the ASGI path splits them back into a list.
-    wire_identity: bytes
     wire_gzip: bytes
     wire_304: bytes
     checked_at: float  # clock time of the last successful check against Redis
     fresh_until: float
     stale: bool = False
     etag_bytes: bytes = b""
+    # The uncompressed answer, derived from ``gzip`` when a client first asks for it
+    # (``identity``): most never do, and Redis sends the gzip bytes alone.
+    json: bytes | None = None
+    wire_identity: bytes = b""
 
     @classmethod
-    def build(cls, env: Envelope, *, cache_control: str, now: float, refresh: float) -> Entry:
-        identity, gzipped, not_modified = http.bundle_blocks(
-            write_key=env.write_key, version=env.version, etag=env.etag,
-            published_at=env.published_at, cache_control=cache_control,
-            json_length=len(env.json), gzip_length=len(env.gzip),
+    def build(cls, stored: Stored, *, cache_control: str, now: float, refresh: float
+              ) -> Entry:
+        gzipped, not_modified = http.bundle_blocks(
+            write_key=stored.write_key, version=stored.version, etag=stored.etag,
+            published_at=stored.published_at, cache_control=cache_control,
+            gzip_length=len(stored.gzip),
         )
         return cls(
-            write_key=env.write_key, version=env.version, etag=env.etag,
-            published_at=env.published_at, json=env.json, gzip=env.gzip,
-            wire_identity=identity, wire_gzip=gzipped, wire_304=not_modified,
-            checked_at=now, fresh_until=now + refresh, etag_bytes=env.etag.encode("latin-1"),
+            write_key=stored.write_key, version=stored.version, etag=stored.etag,
+            published_at=stored.published_at, gzip=stored.gzip, wire_gzip=gzipped,
+            wire_304=not_modified, checked_at=now, fresh_until=now + refresh,
+            etag_bytes=stored.etag.encode("latin-1"),
         )
+
+    def identity(self) -> tuple[bytes, bytes]:
+        """Header lines and body of the uncompressed answer; the first call decompresses the
+        gzip bytes and keeps the result. Raises ``ValueError`` when they are not a gzip
+        stream of at most ``http.MAX_JSON`` bytes (a corrupt store)."""
+        if self.json is None:
+            body = http.gunzip(self.gzip)
+            self.wire_identity = http.identity_lines(self.wire_gzip, len(body))
+            self.json = body
+        return self.wire_identity, self.json
 
     def age(self, now: float) -> int:
         """Seconds since last verified, rounded up (conservative for ``Age``)."""
@@ -252,9 +265,9 @@ class BundleCache:
                     self._entries.put(write_key, entry)
                     self._redis_ok(now)
                     return entry
-                envelope = await self.source.envelope(write_key, version)
-                if envelope is not None:
-                    return self._fill(write_key, envelope, now)
+                stored = await self.source.stored(write_key, version)
+                if stored is not None:
+                    return self._fill(write_key, stored, now)
                 if attempt == 0:
                     pointer = await self.source.pointer(write_key)
             raise StoreUnavailable(f"pointer of {write_key!r} names a missing version")
@@ -262,9 +275,9 @@ class BundleCache:
             self._redis_failed(exc)
             return _Miss.UNAVAILABLE
 
-    def _fill(self, write_key: str, envelope: Envelope, now: float) -> Entry:
+    def _fill(self, write_key: str, stored: Stored, now: float) -> Entry:
         """Hold a newly read version (headers built once, here) and forget any 'unknown'."""
-        fresh = Entry.build(envelope, cache_control=self.cache_control, now=now,
+        fresh = Entry.build(stored, cache_control=self.cache_control, now=now,
                             refresh=self.refresh_interval)
         self._entries.put(write_key, fresh)
         self._negative.pop(write_key, None)

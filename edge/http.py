@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import zlib
 from email.utils import formatdate, parsedate_to_datetime
 
 from edge import keyspace
@@ -191,11 +192,11 @@ def bundle_blocks(
     etag: str,
     published_at: int,
     cache_control: str,
-    json_length: int,
     gzip_length: int,
-) -> tuple[bytes, bytes, bytes]:
-    """The header lines (``header_block`` form) of one bundle's three answers: 200 identity,
-    200 gzip and 304. ``Age``, the stale marker and ``Date`` are added per request.
+) -> tuple[bytes, bytes]:
+    """The header lines (``header_block`` form) of one bundle's 200 gzip and 304 answers
+    (``identity_lines`` derives the 200 identity's). ``Age``, the stale marker and ``Date``
+    are added per request.
 
     200: Content-Type, [Content-Encoding,] Content-Length, ETag, Last-Modified,
     Cache-Control, Vary, the CORS grant and exposed names, Surrogate-Key, X-Settings-Version.
@@ -204,16 +205,46 @@ def bundle_blocks(
     """
     etag_line = b"etag: " + etag.encode() + b"\r\n"
     cache_line = b"cache-control: " + cache_control.encode() + b"\r\n"
-    rest = b"".join((
+    gzip = b"".join((
+        _GZIP_LINES, b"content-length: %d\r\n" % gzip_length,
         etag_line, _last_modified_line(published_at), cache_line, _VARY_CORS, _EXPOSE_LINE,
         b"surrogate-key: ", write_key.encode(), b"\r\n",
         VERSION_HEADER, b": %d\r\n" % version,
     ))
-    identity = b"content-type: application/json\r\ncontent-length: %d\r\n" % json_length
-    gzip = (b"content-type: application/json\r\ncontent-encoding: gzip\r\n"
-            b"content-length: %d\r\n" % gzip_length)
-    not_modified = etag_line + cache_line + _VARY_CORS
-    return identity + rest, gzip + rest, not_modified
+    return gzip, etag_line + cache_line + _VARY_CORS
+
+
+_IDENTITY_LINE = b"content-type: application/json\r\n"
+_GZIP_LINES = _IDENTITY_LINE + b"content-encoding: gzip\r\n"
+
+
+def identity_lines(gzip_lines: bytes, json_length: int) -> bytes:
+    """The 200 identity's header lines from the 200 gzip's (``bundle_blocks``): the same but
+    for Content-Encoding and Content-Length."""
+    rest = gzip_lines[gzip_lines.index(b"\r\n", len(_GZIP_LINES)) + 2:]
+    return _IDENTITY_LINE + b"content-length: %d\r\n" % json_length + rest
+
+
+# The largest JSON a stored gzip stream may expand to. Bundles are a few KB (one source's
+# device-mode destinations); the bound only stops a corrupt or hostile store from making the
+# edge inflate without limit.
+MAX_JSON = 16 * 2**20
+
+
+def gunzip(data: bytes, limit: int = MAX_JSON) -> bytes:
+    """The content of one gzip stream; ``ValueError`` unless it is exactly one complete
+    stream of at most ``limit`` bytes."""
+    inflate = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer (RFC 1952)
+    try:
+        out = inflate.decompress(data, limit)
+    except zlib.error as exc:
+        raise ValueError(f"not a gzip stream: {exc}") from exc
+    if not inflate.eof:
+        raise ValueError("gzip stream truncated or larger than "
+                         f"{limit} bytes uncompressed")
+    if inflate.unused_data:
+        raise ValueError("bytes after the gzip stream")
+    return out
 
 
 def header_block(headers: Headers) -> bytes:

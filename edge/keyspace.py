@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 PREFIX = "sc"
 # What a write key may be: URL-safe, so it can sit in a path and a hash tag unescaped.
@@ -37,6 +38,9 @@ F_PUBLISHED_AT = "published_at"
 F_REVISION = "revision"
 F_VERSION = "version"
 FIELDS = (F_JSON, F_GZIP, F_ETAG, F_PUBLISHED_AT, F_REVISION, F_VERSION)
+# What the edge reads of a version (``Stored``): not the JSON, which it derives from the gzip
+# bytes for the few clients that want it uncompressed (edge/cache.py, ``Entry.identity``).
+EDGE_FIELDS = (F_GZIP, F_ETAG, F_PUBLISHED_AT, F_VERSION)
 
 
 def tag(write_key: str) -> str:
@@ -120,3 +124,28 @@ class Envelope:
             published_at=int(published_at or 0),
             revision=int(revision or 0),
         )
+
+
+class Stored(NamedTuple):
+    """What the edge reads of one published version (``EDGE_FIELDS``): the gzip bytes and the
+    metadata its headers need. A tuple: the edge builds one per cold miss."""
+
+    write_key: str
+    version: int
+    etag: str  # strong entity tag, quotes included, checked against ETAG_RE
+    published_at: int
+    gzip: bytes
+
+    @classmethod
+    def from_fields(cls, write_key: str, values: list[bytes | None]) -> Stored | None:
+        """Build from ``HMGET key *EDGE_FIELDS`` output; ``None`` when the hash is absent.
+
+        Raises ``ValueError`` (or ``UnicodeDecodeError``) on anything malformed: the ETag
+        goes into response headers as it is.
+        """
+        gzip, etag, published_at, version = values
+        if gzip is None or etag is None or published_at is None or version is None:
+            return None
+        if ETAG_RE.fullmatch(etag) is None:
+            raise ValueError(f"malformed etag {etag!r}")
+        return cls(write_key, int(version), etag.decode(), int(published_at), gzip)

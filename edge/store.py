@@ -1,10 +1,14 @@
-"""The edge's only Redis access: read a source's current pointer and one version's envelope.
+"""The edge's only Redis access: read a source's current pointer and one version's bytes.
 
-Reads go through ``edge.keyspace`` so publisher and edge agree on every key. Every Redis
-failure — refused, reset, timed out, or data the keyspace cannot parse — becomes
-``StoreUnavailable``, which the cache answers by serving the copy it already holds. The
-client is built with short socket timeouts and no retry on timeouts: a slow Redis must cost a
-request at most one timeout, and the cache (not redis-py) decides when to try again.
+Reads go through ``edge.keyspace`` so publisher and edge agree on every key, and read only
+``keyspace.EDGE_FIELDS`` of a version: its gzip bytes and their metadata, not the JSON (a
+cold miss read both before, and moving the JSON cost more than everything else the miss did:
+bench/README.md, "cold path"). Every Redis failure — refused, reset, timed out, or data the
+keyspace cannot parse — becomes ``StoreUnavailable``, which the cache answers by serving the
+copy it already holds. Reads go over one pipelined connection (``edge.pipe``) with the
+client's timeouts and retry policy; for a TLS URL, through the redis-py client. Short socket
+timeouts and no retry on timeouts: a slow Redis must cost a request at most one timeout, and
+the cache (not the client) decides when to try again.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from edge import keyspace
+from edge.pipe import RedisPipe
 from edge.settings import EdgeSettings
 
 
@@ -69,7 +74,7 @@ return out
 # cost per call over enough keys.
 MAX_BATCH = 16
 
-_Current = tuple[tuple[int, str], keyspace.Envelope | None] | None
+_Current = tuple[tuple[int, str], keyspace.Stored | None] | None
 _Pointer = tuple[int, str] | None
 T = TypeVar("T")
 
@@ -107,7 +112,7 @@ class _Batcher(Generic[T]):
         try:
             results = await self.read([write_key for write_key, _ in batch])
         except (RedisError, OSError, TimeoutError) as exc:
-            error = StoreUnavailable(f"redis {self.name} failed: {exc!r}")
+            error = StoreUnavailable(f"redis {self.name} failed: {_describe(exc)}")
             for _, future in batch:
                 if not future.done():
                     future.set_exception(error)
@@ -126,23 +131,36 @@ class _Batcher(Generic[T]):
                 future.set_result(result)
 
 
+_FIELDS = [field.encode() for field in keyspace.EDGE_FIELDS]
+_SCRIPT_ARGS = [b"%d" % len(_FIELDS), *_FIELDS]
+
+
 class Store:
     """Implements ``edge.cache.BundleSource`` over a real Redis.
 
     Cold misses and pointer re-checks that arrive together (the same event-loop turn) share
-    one Redis call each: redis-py costs far more per command than Redis does per key.
+    one Redis call each: a call costs the edge far more than Redis costs per key.
+    ``pipelined=False`` reads through the redis-py client alone (what a TLS URL gets).
     """
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, pipelined: bool = True) -> None:
         self.client = client
+        self.pipe = RedisPipe.for_client(client) if pipelined else None
         self._current_many = client.register_script(_CURRENT_MANY)
+        self._sha = self._current_many.sha.encode()
+        self._script = _CURRENT_MANY.encode()
         self._currents: _Batcher[_Current] = _Batcher("EVALSHA current", self._read_currents)
         self._pointers: _Batcher[_Pointer] = _Batcher("MGET pointers", self._read_pointers)
+
+    async def aclose(self) -> None:
+        """Close the pipelined connection (the client is its owner's to close)."""
+        if self.pipe is not None:
+            await self.pipe.aclose()
 
     async def current(self, write_key: str) -> _Current:
         """Pointer and envelope in one round trip (a cold miss); ``None``: no such source.
 
-        The envelope is ``None`` when the pointer names a version that is gone (pruned).
+        The version is ``None`` when the pointer names one that is gone (pruned).
         """
         return await self._currents.get(write_key)
 
@@ -151,50 +169,68 @@ class Store:
         return await self._pointers.get(write_key)
 
     async def _read_currents(self, write_keys: list[str]) -> list[_Current | StoreUnavailable]:
-        keys = [keyspace.current_key(write_key) for write_key in write_keys]
-        prefixes = [keyspace.version_prefix(write_key) for write_key in write_keys]
-        raw = await self._current_many(keys=keys, args=[len(keyspace.FIELDS),
-                                                         *keyspace.FIELDS, *prefixes])
+        keys = [keyspace.current_key(write_key).encode() for write_key in write_keys]
+        args = [*_SCRIPT_ARGS, *(keyspace.version_prefix(wk).encode() for wk in write_keys)]
+        if self.pipe is not None:
+            raw = await self.pipe.script(self._sha, self._script, keys, args)
+        else:
+            raw = await self._current_many(keys=keys, args=args)
         values = cast("list[bytes | None]", raw)
-        width = 1 + len(keyspace.FIELDS)
+        width = 1 + len(_FIELDS)
+        if len(values) != width * len(write_keys):
+            error = StoreUnavailable(f"redis returned {len(values)} values for "
+                                     f"{len(write_keys)} sources")
+            return [error] * len(write_keys)
         return [_decode_current(write_key, values[i * width:(i + 1) * width])
                 for i, write_key in enumerate(write_keys)]
 
     async def _read_pointers(self, write_keys: list[str]) -> list[_Pointer | StoreUnavailable]:
-        raw = await self.client.mget([keyspace.current_key(wk) for wk in write_keys])
+        keys = [keyspace.current_key(wk).encode() for wk in write_keys]
+        if self.pipe is not None:
+            raw = await self.pipe.execute(b"MGET", *keys)
+        else:
+            raw = await self.client.mget(keys)
         values = cast("list[bytes | None]", raw)
         return [_decode_pointer(write_key, value)
                 for write_key, value in zip(write_keys, values, strict=True)]
 
-    async def envelope(self, write_key: str, version: int) -> keyspace.Envelope | None:
-        """One stored version, ``None`` when that version hash does not exist (pruned)."""
+    async def stored(self, write_key: str, version: int) -> keyspace.Stored | None:
+        """One published version, ``None`` when its hash does not exist (pruned)."""
+        key = keyspace.version_key(write_key, version).encode()
         try:
-            raw = await self.client.hmget(
-                keyspace.version_key(write_key, version), list(keyspace.FIELDS)
-            )
+            if self.pipe is not None:
+                raw = await self.pipe.execute(b"HMGET", key, *_FIELDS)
+            else:
+                raw = await self.client.hmget(key, _FIELDS)
             values = cast("list[bytes | None]", raw)  # decode_responses=False: bytes
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis HMGET version failed: {exc!r}") from exc
+            raise StoreUnavailable(f"redis HMGET version failed: {_describe(exc)}") from exc
         try:
-            return keyspace.Envelope.from_fields(write_key, values)
+            return keyspace.Stored.from_fields(write_key, values)
         except (ValueError, UnicodeDecodeError) as exc:
             raise StoreUnavailable(f"malformed version {version} of {write_key!r}") from exc
 
     async def ping(self) -> None:
         try:
-            await self.client.ping()
+            if self.pipe is not None:
+                await self.pipe.execute(b"PING")
+            else:
+                await self.client.ping()
         except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis PING failed: {exc!r}") from exc
+            raise StoreUnavailable(f"redis PING failed: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    # (redis-py's exceptions have a repr without their message)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _decode_current(write_key: str, values: list[bytes | None]) -> _Current | StoreUnavailable:
-    if len(values) != 1 + len(keyspace.FIELDS):
-        return StoreUnavailable(f"short reply for {write_key!r}")
     if values[0] is None:
         return None
     try:
         pointer = keyspace.decode_pointer(values[0])
-        return pointer, keyspace.Envelope.from_fields(write_key, values[1:])
+        return pointer, keyspace.Stored.from_fields(write_key, values[1:])
     except (ValueError, UnicodeDecodeError):
         return StoreUnavailable(f"malformed pointer or version of {write_key!r}")
 

@@ -72,8 +72,9 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
 class RedisServer:
     """A private redis-server process this test session owns; stop/start keep the port."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, args: list[str] | None = None) -> None:
         self.port = port or free_port()
+        self.args = args or []  # more redis-server options (--requirepass, --unixsocket, ...)
         self.binary = find_redis_server()
         self.dir = tempfile.mkdtemp(prefix="sc-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -91,6 +92,7 @@ class RedisServer:
                 "--save", "",
                 "--appendonly", "no",
                 "--dir", self.dir,
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -54,7 +54,8 @@ def test_bench_runs_every_scenario_on_a_tiny_data_set(
     assert "| hot-200 | edge |" in text and "| 304 | edge-asgi |" in text
     assert "| proxy-hit | nginx-proxy |" in text and "| proxy-hit | nginx-proxy-ttl |" in text
     assert "| republish --all (90 sources, scaled to 100k) | ≤ 60 s |" in text
-    assert "edge RSS with 90 bundles" in text
+    assert "| edge RSS with 90 bundles, gzip held / allowance |" in text
+    assert "| edge RSS with 90 bundles, gzip + JSON held / allowance |" in text
     assert "| API write → edge, instant p99 | ≤ 50 ms |" in text
     assert (tmp_path / written[0].with_suffix(".json").name).exists()
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from edge import keyspace
 from edge import store as store_module
 from edge.cache import BundleCache, Unavailable
-from edge.keyspace import Envelope
+from edge.keyspace import Envelope, Stored
 from edge.store import Store, StoreUnavailable
 from tests.edge.helpers import ManualClock, document, publish, unpublish
 from tests.services import free_port
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 
 class CountingSource:
-    """The real Store, counting pointer and envelope reads (and able to fail on demand)."""
+    """The real Store, counting pointer and version reads (and able to fail on demand)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -39,14 +39,14 @@ class CountingSource:
             raise StoreUnavailable("test: redis down")
         return await self.store.pointer(write_key)
 
-    async def envelope(self, write_key: str, version: int) -> Envelope | None:
+    async def stored(self, write_key: str, version: int) -> Stored | None:
         self.envelopes += 1
-        return await self.store.envelope(write_key, version)
+        return await self.store.stored(write_key, version)
 
     async def current(
         self, write_key: str
-    ) -> tuple[tuple[int, str], Envelope | None] | None:
-        """One round trip that reads the pointer and, when there is one, the envelope."""
+    ) -> tuple[tuple[int, str], Stored | None] | None:
+        """One round trip that reads the pointer and, when there is one, the version."""
         self.pointers += 1
         if self.gate is not None:
             await self.gate.wait()
@@ -58,11 +58,20 @@ class CountingSource:
         return found
 
 
-@pytest.fixture
-async def source(redis_url: str) -> AsyncIterator[CountingSource]:
+@pytest.fixture(params=["pipe", "client"])
+async def source(redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[CountingSource]:
+    """Both ways the store reads: its pipelined connection, and redis-py (TLS URLs)."""
     client = aioredis.Redis.from_url(redis_url)
-    yield CountingSource(Store(client))
+    store = Store(client, pipelined=request.param == "pipe")
+    assert (store.pipe is not None) == (request.param == "pipe")
+    yield CountingSource(store)
+    await store.aclose()
     await client.aclose()
+
+
+def stored(env: Envelope) -> Stored:
+    """What the edge reads of a published version."""
+    return Stored(env.write_key, env.version, env.etag, env.published_at, env.gzip)
 
 
 def make_cache(source: CountingSource, clock: ManualClock, **overrides: float) -> BundleCache:
@@ -93,7 +102,7 @@ async def test_hit_within_refresh_interval_reads_nothing(
     second = await cache.get("wk1")
 
     assert first is second
-    assert first is not None and first.json == env.json and first.gzip == env.gzip
+    assert first is not None and first.gzip == env.gzip and first.identity()[1] == env.json
     assert (source.pointers, source.envelopes) == (1, 1)
     assert cache.metrics.cache_hits == 1
 
@@ -131,7 +140,7 @@ async def test_refresh_fetches_bytes_when_version_changed(
     fresh = await cache.get("wk1")
 
     assert still_old is not None and still_old.version == 1
-    assert fresh is not None and (fresh.version, fresh.json) == (2, new.json)
+    assert fresh is not None and (fresh.version, fresh.gzip) == (2, new.gzip)
     assert (source.pointers, source.envelopes) == (2, 2)
 
 
@@ -335,17 +344,14 @@ async def test_evict_drops_entry_and_negative_result(
 async def test_store_current_reads_pointer_and_bytes_in_one_call(
     source: CountingSource, redis_client: redis.Redis
 ) -> None:
-    """Store.current returns the pointer and its envelope, or None for an unknown source."""
-    publish(redis_client, "one-trip")
+    """Store.current returns the pointer and the version it names (the gzip bytes and their
+    metadata, not the JSON), or None for an unknown source."""
+    env = publish(redis_client, "one-trip", version=7, published_at=1_700_000_123)
 
     found = await source.store.current("one-trip")
     missing = await source.store.current("never-published")
 
-    assert found is not None
-    pointer, envelope = found
-    assert envelope is not None
-    assert pointer == (envelope.version, envelope.etag)
-    assert envelope.json.startswith(b"{")
+    assert found == ((7, env.etag), stored(env))
     assert missing is None
 
 
@@ -385,7 +391,7 @@ async def test_concurrent_cold_misses_share_one_redis_call(
     many = await asyncio.gather(*(source.store.current(f"many-{i}")
                                   for i in range(store_module.MAX_BATCH + 1)))
 
-    assert found is not None and found[1] == found_env and found[0] == (1, found_env.etag)
+    assert found == ((1, found_env.etag), stored(found_env))
     assert unknown is None
     assert pruned is not None and pruned[0][0] == 4 and pruned[1] is None
     assert middle - before == 1
@@ -402,6 +408,7 @@ async def test_a_failed_batch_fails_each_waiting_miss() -> None:
         results = await asyncio.gather(*(store.current(f"down-{i}") for i in range(3)),
                                        return_exceptions=True)
     finally:
+        await store.aclose()
         await client.aclose()
 
     assert all(isinstance(r, StoreUnavailable) for r in results), results

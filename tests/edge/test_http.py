@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from edge import http
@@ -126,12 +128,13 @@ def test_valid_write_key(write_key: str, expected: bool) -> None:
 
 
 def test_bundle_blocks_and_not_modified() -> None:
-    """The 200s differ only in coding and length; a 304 keeps only ETag, Cache-Control, Vary
-    and the CORS grant of the 200's headers."""
-    identity, gzipped, not_modified = http.bundle_blocks(
+    """The 200s differ only in coding and length (the identity's derived from the gzip's);
+    a 304 keeps only ETag, Cache-Control, Vary and the CORS grant of the 200's headers."""
+    gzipped, not_modified = http.bundle_blocks(
         write_key="wk", version=3, etag=ETAG, published_at=1_700_000_000,
-        cache_control="public, max-age=1", json_length=25, gzip_length=10,
+        cache_control="public, max-age=1", gzip_length=10,
     )
+    identity = http.identity_lines(gzipped, 25)
     common = [
         (b"etag", b'"abc123"'),
         (b"last-modified", b"Tue, 14 Nov 2023 22:13:20 GMT"),
@@ -156,6 +159,21 @@ def test_bundle_blocks_and_not_modified() -> None:
         if name in http.NOT_MODIFIED_KEEP
     ]
     assert http.header_block(http.header_list(gzipped)) == gzipped
+
+
+def test_gunzip_takes_one_whole_stream_within_the_limit() -> None:
+    """The identity body comes from the stored gzip bytes: anything but one complete gzip
+    stream of at most ``limit`` bytes is refused, never served in part."""
+    body = b'{"integrations":{}}' * 10
+    packed = gzip.compress(body, mtime=0)
+
+    assert http.gunzip(packed) == body
+    assert http.gunzip(packed, limit=len(body)) == body
+    for bad in (b"", body, packed[:-4], packed + b"x", packed + packed):
+        with pytest.raises(ValueError):
+            http.gunzip(bad)
+    with pytest.raises(ValueError, match="larger than"):
+        http.gunzip(packed, limit=len(body) - 1)
 
 
 @pytest.mark.parametrize(
