@@ -137,17 +137,18 @@ async def settings_answer(rt: Runtime, write_key: str, head: bool, accept_encodi
         metrics.requests["settings", 404] += 1
         return (404, rt.not_found_lines + _age_line(rt.cache.not_found_age(write_key)),
                 b"" if head else http.NOT_FOUND_BODY)
-    status, lines, body = choose(rt, entry, accept_encoding, if_none_match, if_modified_since)
-    return status, lines + age_line(rt, entry), b"" if head else body
+    status, lines, tail, body = choose(rt, entry, accept_encoding, if_none_match,
+                                       if_modified_since)
+    return status, lines + tail, b"" if head else body
 
 
 def choose(rt: Runtime, entry: Entry, accept_encoding: bytes | None,
            if_none_match: bytes | None, if_modified_since: bytes | None
-           ) -> tuple[int, bytes, bytes]:
-    """Status, header lines (``http.header_block``) and body of a held bundle's answer, counted.
+           ) -> tuple[int, bytes, bytes, bytes]:
+    """Status, header lines (``http.header_block``: the bundle's, then ``tail``: the lines all
+    bundles share, ``Age`` and the stale marker) and body of a held bundle's answer, counted.
 
-    The caller adds ``Age``, the stale marker and the server's ``Date``, and drops the body of
-    a ``HEAD``.
+    The caller adds the server's ``Date`` and drops the body of a ``HEAD``.
     """
     # RFC 9110 §13.2.2: If-None-Match is evaluated first; If-Modified-Since only without it.
     if if_none_match is not None:
@@ -159,20 +160,21 @@ def choose(rt: Runtime, entry: Entry, accept_encoding: bytes | None,
                                             entry.published_at)
     else:
         unchanged = False
+    cache = rt.cache
     if unchanged:
         rt.metrics.requests["settings", 304] += 1
-        return 304, entry.wire_304, b""
+        return 304, entry.wire_304, cache.shared_304 + age_line(rt, entry), b""
     if accept_encoding is not None and _accepts_gzip(accept_encoding):
         rt.metrics.requests["settings", 200] += 1
-        return 200, entry.wire_gzip, entry.gzip
+        return 200, entry.wire_gzip, cache.shared_200 + age_line(rt, entry), entry.gzip
     try:
         lines, body = entry.identity()
     except ValueError as exc:  # the store holds a broken gzip stream: nothing to serve
         log.error("cannot serve %s v%d uncompressed: %s", entry.write_key, entry.version, exc)
         rt.metrics.requests["settings", 503] += 1
-        return 503, rt.unavailable_lines, http.UNAVAILABLE_BODY
+        return 503, rt.unavailable_lines, b"", http.UNAVAILABLE_BODY
     rt.metrics.requests["settings", 200] += 1
-    return 200, lines, body
+    return 200, lines, cache.shared_200 + age_line(rt, entry), body
 
 
 def age_line(rt: Runtime, entry: Entry) -> bytes:

@@ -52,7 +52,8 @@ class Entry:
     etag: str
     published_at: int
     gzip: bytes
-    # Header lines of each answer, serialized once (``http.header_block``): the fast path
+    # Header lines of each answer, serialized once (``http.header_block``), the lines all
+    # bundles share aside (``BundleCache.shared_200`` / ``shared_304``): the fast path
     # (edge/server.py) writes them as they are; the ASGI path splits them back into a list.
     wire_gzip: bytes
     wire_304: bytes
@@ -66,12 +67,10 @@ class Entry:
     wire_identity: bytes = b""
 
     @classmethod
-    def build(cls, stored: Stored, *, cache_control: str, now: float, refresh: float
-              ) -> Entry:
+    def build(cls, stored: Stored, *, now: float, refresh: float) -> Entry:
         gzipped, not_modified = http.bundle_blocks(
             write_key=stored.write_key, version=stored.version, etag=stored.etag,
-            published_at=stored.published_at, cache_control=cache_control,
-            gzip_length=len(stored.gzip),
+            published_at=stored.published_at, gzip_length=len(stored.gzip),
         )
         return cls(
             write_key=stored.write_key, version=stored.version, etag=stored.etag,
@@ -143,6 +142,7 @@ class BundleCache:
     ) -> None:
         self.source = source
         self.cache_control = cache_control
+        self.shared_200, self.shared_304 = http.shared_blocks(cache_control)
         self.clock = clock
         self.refresh_interval = refresh_interval
         self.negative_ttl = negative_ttl
@@ -277,8 +277,7 @@ class BundleCache:
 
     def _fill(self, write_key: str, stored: Stored, now: float) -> Entry:
         """Hold a newly read version (headers built once, here) and forget any 'unknown'."""
-        fresh = Entry.build(stored, cache_control=self.cache_control, now=now,
-                            refresh=self.refresh_interval)
+        fresh = Entry.build(stored, now=now, refresh=self.refresh_interval)
         self._entries.put(write_key, fresh)
         self._negative.pop(write_key, None)
         self._redis_ok(now)

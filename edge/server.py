@@ -40,7 +40,7 @@ import logging
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from edge import http
-from edge.app import Runtime, age_line, choose, scan, settings_answer
+from edge.app import Runtime, choose, scan, settings_answer
 
 log = logging.getLogger("edge.server")
 
@@ -190,9 +190,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         rt.metrics.inline_answers += 1
         entry = rt.cache.fresh(write_key)
         if entry is not None:  # the hot path: answered before this callback returns
-            status, lines, body = choose(rt, entry, accept_encoding, if_none_match,
-                                         if_modified_since)
-            self._write(status, lines + age_line(rt, entry), b"" if head else body, keep_alive)
+            status, lines, tail, body = choose(rt, entry, accept_encoding, if_none_match,
+                                               if_modified_since)
+            self._write(status, lines, b"" if head else body, keep_alive, tail)
             self.on_response_complete()
             return True
         # A miss or a due re-check awaits Redis: in a task, with a stand-in cycle so that
@@ -219,14 +219,16 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         pending.response_complete = True
         self.on_response_complete()  # the next pipelined request, or the keep-alive timer
 
-    def _write(self, status: int, lines: bytes, body: bytes, keep_alive: bool) -> None:
-        """One write: status line, uvicorn's default headers, ours, the body.
+    def _write(self, status: int, lines: bytes, body: bytes, keep_alive: bool,
+               tail: bytes = b"") -> None:
+        """One write: status line, uvicorn's default headers, ours (``lines`` then ``tail``),
+        the body.
 
         What uvicorn's ``RequestResponseCycle.send`` puts on the wire for the same answer.
         """
         self.transport.write(b"".join((
             STATUS_LINE[status], DefaultHeaders.lines(self.server_state.default_headers), lines,
-            b"\r\n" if keep_alive else _CLOSE + b"\r\n", body,
+            tail, b"\r\n" if keep_alive else _CLOSE + b"\r\n", body,
         )))
         if not keep_alive:
             self.transport.close()

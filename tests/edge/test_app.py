@@ -10,7 +10,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from edge import http
+from edge import http, keyspace
 from edge.app import create_app
 from edge.keyspace import Envelope
 from edge.propagation import BudgetExceeded
@@ -46,12 +46,12 @@ def expected_200(env: Envelope, *, gzipped: bool, age: str = "0") -> list[tuple[
         ("content-length", str(len(env.gzip if gzipped else env.json))),
         ("etag", env.etag),
         ("last-modified", "Tue, 14 Nov 2023 22:13:20 GMT"),
+        ("surrogate-key", "wk1"),
+        ("x-settings-version", "7"),
         ("cache-control", CACHE_CONTROL),
         ("vary", "Accept-Encoding"),
         ("access-control-allow-origin", "*"),
         ("access-control-expose-headers", "ETag, Age, X-Settings-Version, X-Settings-Stale"),
-        ("surrogate-key", "wk1"),
-        ("x-settings-version", "7"),
         ("age", age),
     ]
     if gzipped:
@@ -60,12 +60,31 @@ def expected_200(env: Envelope, *, gzipped: bool, age: str = "0") -> list[tuple[
 
 
 def test_get_identity(client: TestClient, bundle: Envelope) -> None:
-    """A GET without gzip gets the stored JSON bytes as they are, with every header."""
+    """A GET without gzip gets the published JSON bytes exactly (the edge reads only the gzip
+    bytes from Redis and inflates them once), with every header."""
     reply = client.get(URL, headers={"accept-encoding": "identity"})
 
     assert reply.status_code == 200
     assert reply.headers.multi_items() == expected_200(bundle, gzipped=False)
     assert reply.content == bundle.json
+
+
+def test_a_broken_gzip_stream_is_a_503_for_identity_never_a_partial_body(
+    client: TestClient, bundle: Envelope, redis_client: redis.Redis
+) -> None:
+    """A store whose gzip bytes do not inflate cannot give an uncompressed answer: 503, no
+    part of it; the same bytes still go, as they are, to clients that accept gzip."""
+    broken = bundle.gzip[:-8]  # no trailer: CRC and length missing
+    redis_client.hset(keyspace.version_key("wk1", 7), keyspace.F_GZIP, broken)
+
+    plain = client.get(URL, headers={"accept-encoding": "identity"})
+    with client.stream("GET", URL, headers={"accept-encoding": "gzip"}) as packed:
+        raw = b"".join(packed.iter_raw())
+
+    assert plain.status_code == 503
+    assert plain.content == http.UNAVAILABLE_BODY
+    assert plain.headers["cache-control"] == "no-store"
+    assert packed.status_code == 200 and raw == broken
 
 
 def test_get_gzip(client: TestClient, bundle: Envelope) -> None:

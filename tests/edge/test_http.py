@@ -129,33 +129,33 @@ def test_valid_write_key(write_key: str, expected: bool) -> None:
 
 def test_bundle_blocks_and_not_modified() -> None:
     """The 200s differ only in coding and length (the identity's derived from the gzip's);
-    a 304 keeps only ETag, Cache-Control, Vary and the CORS grant of the 200's headers."""
+    a 304 keeps only ETag, Cache-Control, Vary and the CORS grant of the 200's headers. The
+    lines every bundle shares are held once (shared_blocks)."""
     gzipped, not_modified = http.bundle_blocks(
-        write_key="wk", version=3, etag=ETAG, published_at=1_700_000_000,
-        cache_control="public, max-age=1", gzip_length=10,
-    )
+        write_key="wk", version=3, etag=ETAG, published_at=1_700_000_000, gzip_length=10)
+    shared_200, shared_304 = http.shared_blocks("public, max-age=1")
     identity = http.identity_lines(gzipped, 25)
     common = [
         (b"etag", b'"abc123"'),
         (b"last-modified", b"Tue, 14 Nov 2023 22:13:20 GMT"),
+        (b"surrogate-key", b"wk"),
+        (b"x-settings-version", b"3"),
         (b"cache-control", b"public, max-age=1"),
         (b"vary", b"Accept-Encoding"),
         (b"access-control-allow-origin", b"*"),
         (b"access-control-expose-headers", http.EXPOSE),
-        (b"surrogate-key", b"wk"),
-        (b"x-settings-version", b"3"),
     ]
 
-    assert http.header_list(gzipped) == [
+    assert http.header_list(gzipped + shared_200) == [
         (b"content-type", b"application/json"),
         (b"content-encoding", b"gzip"),
         (b"content-length", b"10"),
         *common,
     ]
-    assert http.header_list(identity) == [
+    assert http.header_list(identity + shared_200) == [
         (b"content-type", b"application/json"), (b"content-length", b"25"), *common]
-    assert http.header_list(not_modified) == [
-        (name, value) for name, value in http.header_list(identity)
+    assert http.header_list(not_modified + shared_304) == [
+        (name, value) for name, value in http.header_list(identity + shared_200)
         if name in http.NOT_MODIFIED_KEEP
     ]
     assert http.header_block(http.header_list(gzipped)) == gzipped
