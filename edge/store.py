@@ -158,7 +158,8 @@ class Store:
             await self.pipe.aclose()
 
     async def current(self, write_key: str) -> _Current:
-        """Pointer and envelope in one round trip (a cold miss); ``None``: no such source.
+        """Pointer and the version it names in one round trip (a cold miss); ``None``: no such
+        source.
 
         The version is ``None`` when the pointer names one that is gone (pruned).
         """
