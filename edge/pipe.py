@@ -45,6 +45,17 @@ def pack(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
+def settle(future: asyncio.Future[Any], outcome: object) -> None:
+    """Give a waiter its outcome: raised when it is an exception, else returned; nothing when
+    the waiter is gone (cancelled)."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class _Connection(asyncio.Protocol):
     """One socket: commands out as they come, replies matched to waiters in order."""
 
@@ -83,13 +94,7 @@ class _Connection(asyncio.Protocol):
             while (reply := reader.gets()) is not False:
                 if not waiting:
                     raise InvalidResponse("a reply nobody asked for")
-                future, _ = waiting.popleft()
-                if future.done():  # its caller was cancelled
-                    continue
-                if isinstance(reply, ResponseError):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+                settle(waiting.popleft()[0], reply)  # (an error reply: a ResponseError)
         except InvalidResponse as exc:
             self.fail(RedisConnectionError(f"unreadable reply from redis: {exc}"))
 

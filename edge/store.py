@@ -24,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from edge import keyspace
-from edge.pipe import RedisPipe
+from edge.pipe import RedisPipe, settle
 from edge.settings import EdgeSettings
 
 
@@ -123,12 +123,7 @@ class _Batcher(Generic[T]):
                     future.set_exception(StoreUnavailable(f"read abandoned: {exc!r}"))
             raise
         for (_, future), result in zip(batch, results, strict=True):
-            if future.done():  # its waiter was cancelled
-                continue
-            if isinstance(result, StoreUnavailable):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            settle(future, result)  # a StoreUnavailable is raised to its waiter alone
 
 
 _FIELDS = [field.encode() for field in keyspace.EDGE_FIELDS]

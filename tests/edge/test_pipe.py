@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from edge.pipe import RedisPipe, pack
 from edge.store import Store, StoreUnavailable
 from tests.edge.helpers import publish
-from tests.services import RedisServer
+from tests.services import RedisServer, free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -164,8 +164,7 @@ async def test_a_timeout_fails_what_waits_and_the_next_command_reconnects() -> N
 
 
 async def test_refused_is_a_connection_error() -> None:
-    server = RedisServer()  # never started: nothing listens on its port
-    made = RedisPipe(port=server.port, connect_timeout=1)
+    made = RedisPipe(port=free_port(), connect_timeout=1)  # nothing listens there
     with pytest.raises(RedisConnectionError, match="cannot connect"):
         await made.execute(b"PING")
     await made.aclose()
