@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import re
+import resource
+import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -81,3 +85,34 @@ def test_nginx_dir_falls_back_beside_the_work_dir(tmp_path: Path) -> None:
         assert not missing.exists()
     finally:
         made.rmdir()
+
+
+@pytest.mark.parametrize(("hard_limit", "nofile", "cached"), [
+    (20_000, 20_000, 18_000),  # seen here: the whole limit, 2,000 kept for connections
+    (1_048_576, 42_000, 40_000),  # room for every hot set: no more
+    (resource.RLIM_INFINITY, 42_000, 40_000),
+    (1024, 1024, 512),  # a small limit: still room for connections
+])
+def test_open_file_cache_stays_inside_the_descriptor_limit(
+        hard_limit: int, nofile: int, cached: int) -> None:
+    assert ngx.descriptor_budget(hard_limit) == (nofile, cached)
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_builds_the_version_map_without_searching(tmp_path: Path) -> None:
+    # Given the configuration for 10,000 bundles' versions (54-byte paths, random keys)
+    layout = ngx.NginxLayout(workdir=tmp_path, root=tmp_path / "www", static_port=1001,
+                             proxy_port=1002, proxy_ttl_port=1003, edge_port=1004,
+                             cache_control=EDGE_CC, not_found_cache_control="public, max-age=30",
+                             version_header="x-settings-version")
+    conf = ngx.write_config(layout)
+    keys = random.Random(6)
+    (tmp_path / "versions.map").write_text("".join(
+        f"/v1/projects/{keys.getrandbits(128):032x}/settings {i};\n" for i in range(10_000)))
+    # When nginx checks it
+    checked = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60)
+    # Then it is valid, and nginx found a table without giving up on the bucket size (with
+    # one entry a bucket it searched for 25 s first)
+    assert checked.returncode == 0, checked.stderr
+    assert "could not build optimal" not in checked.stderr, checked.stderr
