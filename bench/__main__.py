@@ -53,7 +53,7 @@ def machine() -> dict[str, str]:
 
 def render(cfg: BenchConfig, results: report.Results, info: dict[str, str]) -> str:
     x = results.extra
-    notes = results.notes + report.noise_notes(
+    notes = results.notes + report.speed_notes(results) + report.noise_notes(
         results, throughput_scenarios=("hot-200", "304", "cold", "unknown", "proxy-hit"))
     lines = [
         f"# settings-cdn bench — {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
@@ -64,6 +64,7 @@ def render(cfg: BenchConfig, results: report.Results, info: dict[str, str]) -> s
         f"- server core {x.get('server_core')}, load core {x.get('load_core')}; "
         f"load average at start {' '.join(x.get('loadavg_start', []))}, at end "
         f"{' '.join(x.get('loadavg_end', []))}; total {x.get('seconds_total', 0):.0f} s",
+        f"- {report.speed_line(results)}",
         f"- data: {cfg.total_sources:,} sources (hot set {cfg.sources:,}, Zipf s=1.0); JSON "
         f"{x.get('json_bytes_min', 0):,}–{x.get('json_bytes_max', 0):,} B (median "
         f"{x.get('json_bytes_median', 0):,.0f}), gzip median {x.get('gzip_bytes_median', 0):,.0f}"

@@ -128,6 +128,39 @@ def noise_notes(results: Results, *, throughput_scenarios: Sequence[str]) -> lis
     return notes
 
 
+# Issue 6's baseline machine: one nginx worker serving a 5 KB static file to 64 connections at
+# about 88,000 requests/s. The absolute targets (p99 at 8 connections, republish time, API
+# write to the edge) were set there; the ratios compare servers on whatever machine runs them.
+BASELINE_NGINX_RPS = 88_000
+SLOW_MACHINE = 0.7
+
+
+def machine_speed(results: Results) -> float | None:
+    """nginx static's hot-200 rate over the issue's baseline: the machine's speed for this job
+    (the fourth session's two runs: 1.00 and 1.07; the fifth's: 0.36)."""
+    rps = results.median_rps("hot-200", "nginx")
+    return None if rps is None else rps / BASELINE_NGINX_RPS
+
+
+def speed_line(results: Results) -> str:
+    speed = machine_speed(results)
+    if speed is None:
+        return "machine speed: not measured (no hot-200 nginx rounds)"
+    return (f"machine speed: nginx static served {results.median_rps('hot-200', 'nginx'):,.0f} "
+            f"hot 200s/s, {speed:.2f} × issue 6's baseline of ~{BASELINE_NGINX_RPS:,}")
+
+
+def speed_notes(results: Results) -> list[str]:
+    """A note when the machine is too slow for the absolute targets to say much."""
+    speed = machine_speed(results)
+    if speed is None or speed >= SLOW_MACHINE:
+        return []
+    return [f"a slow machine: nginx static ran at {speed:.2f} × the issue's baseline, so the "
+            "absolute targets (p99 at 8 connections, republish seconds, API write → edge) "
+            "ask more of it than of the machine they were set on; ratios compare servers on "
+            "this one"]
+
+
 def table(results: Results) -> str:
     head = ("| scenario | server | median req/s | rounds (req/s) | CV | p50 ms | p99 ms "
             "| B/resp | non-2xx/3xx | server CPU | wrk CPU |")

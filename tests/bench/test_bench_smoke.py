@@ -52,6 +52,7 @@ def test_bench_runs_every_scenario_on_a_tiny_data_set(
     assert len(written) == 1
     text = written[0].read_text()
     assert "| hot-200 | edge |" in text and "| 304 | edge-asgi |" in text
+    assert "- machine speed: nginx static served " in text
     assert "| proxy-hit | nginx-proxy |" in text and "| proxy-hit | nginx-proxy-ttl |" in text
     assert "| republish --all (90 sources, scaled to 100k) | ≤ 60 s |" in text
     assert "| edge RSS with 90 bundles, gzip held / allowance |" in text
