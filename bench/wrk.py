@@ -7,6 +7,7 @@ everything else on the two cores were during the run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,7 +77,15 @@ def run(url: str, script: str, script_args: Sequence[str], *, connections: int,
     proc = subprocess.Popen(pinned(argv, core), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     limit = duration + 60
-    watchdog = threading.Timer(limit, proc.kill)
+
+    def signal_wrk(sig: int) -> None:
+        # os.kill, not Popen.send_signal/kill: those poll() first, and a poll() that finds wrk
+        # just exited reaps it, leaving os.wait4 below a ChildProcessError (seen once). Until
+        # wait4 reaps it, the pid stays wrk's (a zombie at worst), so signalling it is safe.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, sig)
+
+    watchdog = threading.Timer(limit, signal_wrk, (signal.SIGKILL,))
     watchdog.start()
     chunks: list[bytes] = []
     stdout = proc.stdout
@@ -89,7 +98,7 @@ def run(url: str, script: str, script_args: Sequence[str], *, connections: int,
                 time.sleep(0.05)
             if reader.is_alive():
                 time.sleep(0.3)  # let the requests in flight finish
-                proc.send_signal(signal.SIGINT)
+                signal_wrk(signal.SIGINT)
         reader.join()
         stdout.close()
         # Reap it ourselves: wait4 also returns the CPU time wrk used.
