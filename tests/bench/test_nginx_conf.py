@@ -110,7 +110,8 @@ def test_nginx_builds_the_version_map_without_searching(tmp_path: Path) -> None:
     (tmp_path / "versions.map").write_text("".join(
         f"/v1/projects/{keys.getrandbits(128):032x}/settings {i};\n" for i in range(10_000)))
     # When nginx checks it
-    checked = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path)],
+    checked = subprocess.run(["nginx", "-t", "-c", str(conf), "-p", str(tmp_path),
+                              "-e", str(tmp_path / "nginx-t.log")],
                              capture_output=True, text=True, timeout=60)
     # Then it is valid, and nginx found a table without giving up on the bucket size (with
     # one entry a bucket it searched for 25 s first)
