@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import re
 import resource
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -16,6 +15,14 @@ from bench import nginx as ngx
 from bench import runner
 
 EDGE_CC = "public, max-age=60, s-maxage=300, stale-while-revalidate=60, stale-if-error=86400"
+
+
+def _layout(tmp_path: Path) -> ngx.NginxLayout:
+    """nginx's layout in ``tmp_path`` for an edge sending ``EDGE_CC`` (ports are not bound)."""
+    return ngx.NginxLayout(workdir=tmp_path, root=tmp_path / "www", static_port=1001,
+                           proxy_port=1002, proxy_ttl_port=1003, edge_port=1004,
+                           cache_control=EDGE_CC, not_found_cache_control="public, max-age=30",
+                           version_header="x-settings-version")
 
 
 def _server(conf: str, port: int) -> str:
@@ -38,10 +45,7 @@ def test_shared_lifetime_prefers_s_maxage(cache_control: str, seconds: int) -> N
 
 def test_proxy_obeys_the_edge_and_proxy_ttl_keeps_the_edge_lifetimes(tmp_path: Path) -> None:
     # Given the headers the edge sends
-    layout = ngx.NginxLayout(workdir=tmp_path, root=tmp_path / "www", static_port=1001,
-                             proxy_port=1002, proxy_ttl_port=1003, edge_port=1004,
-                             cache_control=EDGE_CC, not_found_cache_control="public, max-age=30",
-                             version_header="x-settings-version")
+    layout = _layout(tmp_path)
 
     # When the bench writes nginx's configuration
     conf = ngx.write_config(layout).read_text()
@@ -98,13 +102,9 @@ def test_open_file_cache_stays_inside_the_descriptor_limit(
     assert ngx.descriptor_budget(hard_limit) == (nofile, cached)
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 def test_nginx_builds_the_version_map_without_searching(tmp_path: Path) -> None:
     # Given the configuration for 10,000 bundles' versions (54-byte paths, random keys)
-    layout = ngx.NginxLayout(workdir=tmp_path, root=tmp_path / "www", static_port=1001,
-                             proxy_port=1002, proxy_ttl_port=1003, edge_port=1004,
-                             cache_control=EDGE_CC, not_found_cache_control="public, max-age=30",
-                             version_header="x-settings-version")
+    layout = _layout(tmp_path)
     conf = ngx.write_config(layout)
     keys = random.Random(6)
     (tmp_path / "versions.map").write_text("".join(
