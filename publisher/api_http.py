@@ -17,7 +17,7 @@ from typing import Any, cast
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from publisher import api_shapes as shapes
@@ -84,7 +84,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, at most ``limit`` bytes (``PayloadTooLarge`` otherwise)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit() or len(declared) > 18:
+        if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
             raise InvalidArgument(f"Content-Length {declared[:40]!r} is not a byte count",
                                   code="bad_content_length")
         if int(declared) > limit:
@@ -92,12 +92,16 @@ async def read_body(request: Request, limit: int) -> bytes:
                                   "(PUBLISHER_MAX_BODY_BYTES)")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds {limit} bytes "
-                                  "(PUBLISHER_MAX_BODY_BYTES)")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds {limit} bytes "
+                                      "(PUBLISHER_MAX_BODY_BYTES)")
+            chunks.append(chunk)
+    except ClientDisconnect:  # nobody will read the answer; a 4xx keeps it out of the log
+        raise InvalidArgument(f"the client closed the connection after {size} bytes of the "
+                              "body", code="incomplete_body") from None
     return b"".join(chunks)
 
 

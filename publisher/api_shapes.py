@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from publisher.catalog import Catalog
-from publisher.errors import InvalidArgument
+from publisher.errors import InvalidArgument, shown, type_name
 from publisher.model import Filter, Instance, Source
 from publisher.service import InstanceSpec, filter_dict
 
@@ -25,13 +25,6 @@ MAX_PAGE_SIZE = 200
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 _READ_ONLY = frozenset({"parent", "create_time", "update_time"})
 T = TypeVar("T")
-
-
-def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
-            dict: "object"}.get(type(value), type(value).__name__)
 
 
 class Obj:
@@ -63,7 +56,10 @@ class Obj:
         value = self.raw[key]
         bad_bool = isinstance(value, bool) and kind is int
         if not isinstance(value, kind) or bad_bool:
-            raise InvalidArgument(f"{self.path(key)} must be {what}, got {type_name(value)}",
+            got = type_name(value)
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                got += " " + shown(value)  # 1.0, 1e+30: which number was not a whole one
+            raise InvalidArgument(f"{self.path(key)} must be {what}, got {got}",
                                   code="wrong_type")
         return value
 
@@ -266,7 +262,9 @@ def paginate(items: Sequence[T], page_size: str | None,
     """One page of ``items`` and the ``next_page_token`` ("" at the end)."""
     size = DEFAULT_PAGE_SIZE
     if page_size is not None:
-        if not page_size.isdigit() or not 1 <= int(page_size) <= MAX_PAGE_SIZE:
+        # isascii: isdigit() also holds for '²' and '５', which int() refuses or reads as 5
+        if not (page_size.isascii() and page_size.isdigit()
+                and 1 <= int(page_size) <= MAX_PAGE_SIZE):
             raise InvalidArgument(f"page_size must be a whole number from 1 to {MAX_PAGE_SIZE}, "
                                   f"got {page_size[:40]!r}", code="bad_page_size")
         size = int(page_size)

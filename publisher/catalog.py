@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from publisher.errors import InvalidArgument, SettingError
+from publisher.errors import InvalidArgument, SettingError, type_name
 
 DATA_PATH = Path(__file__).parent / "data" / "destinations.json"
 
@@ -53,13 +53,6 @@ _EXPECTED = {
     "map": "an object",
     "text-map": "an object",
 }
-
-
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    return {bool: "boolean", int: "number", float: "number", str: "string",
-            list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,28 +231,52 @@ def default_catalog() -> Catalog:
     return Catalog.from_file(DATA_PATH)
 
 
+# Arrays and objects inside one setting's value. Real settings nest two or three levels
+# (a list of mappings); the bound keeps every value inside what the store, the API's answers
+# and the bundle can serialize (orjson stops at 254 levels, and a bundle wraps each setting
+# in a few more).
+MAX_SETTING_DEPTH = 32
+
+
+def nesting(value: Any, limit: int) -> int:
+    """Levels of arrays and objects in ``value`` (0 for a scalar), counted up to ``limit + 1``."""
+    level, depth = [value], 0
+    while depth <= limit:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            return depth
+        depth += 1
+        level = [x for v in containers for x in (v.values() if isinstance(v, dict) else v)]
+    return depth
+
+
 def validate_settings(
     dest: CatalogDestination, settings: Any, *, enabled: bool, where: str = ""
 ) -> dict[str, Any]:
     """Check settings against the catalog; returns them unchanged or raises ``SettingError``.
 
-    Unknown names, wrong types and (when the instance is enabled) missing required settings
-    are refused, each naming the setting. An empty string does not satisfy a required string.
+    Unknown names, wrong types, values nested deeper than ``MAX_SETTING_DEPTH`` and (when the
+    instance is enabled) missing required settings are refused, each naming the setting. An
+    empty string does not satisfy a required string.
     """
     at = f" ({where})" if where else ""
     if not isinstance(settings, dict):
         raise SettingError(f"settings of {dest.name}{at} must be an object, got "
-                           f"{_type_name(settings)}", code="settings_not_object")
+                           f"{type_name(settings)}", code="settings_not_object")
     for name, value in settings.items():
         spec = dest.settings.get(name)
         if spec is None:
             raise SettingError(f"unknown setting {name!r} for destination {dest.name}{at}",
                                code="unknown_setting")
+        if nesting(value, MAX_SETTING_DEPTH) > MAX_SETTING_DEPTH:
+            raise SettingError(f"setting {name!r} of {dest.name}{at} nests arrays and objects "
+                               f"more than {MAX_SETTING_DEPTH} levels deep",
+                               code="setting_too_deep")
         if not _type_ok(spec.type, value):
             expected = _EXPECTED.get(spec.type, "a string")
             raise SettingError(
                 f"setting {name!r} of {dest.name}{at} must be {expected} (catalog type "
-                f"{spec.type}), got {_type_name(value)}", code="wrong_setting_type")
+                f"{spec.type}), got {type_name(value)}", code="wrong_setting_type")
     if enabled:
         for spec in dest.settings.values():
             if spec.required and settings.get(spec.name) in (None, "", [], {}):

@@ -19,7 +19,10 @@ Every error carries ``code`` — a stable, machine-readable string such as
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from typing import Any, ClassVar
+
+import orjson
 
 
 class PublisherError(Exception):
@@ -31,6 +34,14 @@ class PublisherError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
+
+    def located(self, where: str) -> PublisherError:
+        """Name the part of a larger document at fault (``source 'web'``,
+        ``destinations[2].filters[0]``) in front of the message, once."""
+        if where not in self.message:
+            self.message = f"{where}: {self.message}"
+            self.args = (self.message,)
+        return self
 
     def to_dict(self) -> dict[str, object]:
         """The Config API error body: ``{"error": ..., "code": N, "reason": ...}``."""
@@ -97,3 +108,25 @@ class RateLimited(PublisherError):
 
 class CompileError(PublisherError):
     default_code = "compile_refused"
+
+
+# -- values in messages: JSON's words, not Python's ------------------------------------------
+
+def type_name(value: Any) -> str:
+    """A request value's JSON type: ``null``, ``boolean``, ``number``, ``string``, ``array``
+    or ``object``."""
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+            dict: "object"}.get(type(value), type(value).__name__)
+
+
+def shown(value: Any, limit: int = 40) -> str:
+    """A request value as JSON text, cut at ``limit`` characters (``null``, not ``None``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # (only from Python callers: JSON has no NaN; orjson writes null)
+    try:
+        text = orjson.dumps(value).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = type_name(value)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -14,7 +14,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from publisher.errors import CompileError, FQLError, InvalidArgument, RuleViolation
+from publisher.errors import (
+    CompileError,
+    FQLError,
+    InvalidArgument,
+    RuleViolation,
+    shown,
+    type_name,
+)
 from publisher.fql import BROWSER_FUNCTIONS, functions_used, ir_json, parse
 from publisher.model import Filter
 
@@ -37,11 +44,6 @@ RULE_SCOPE = "destinations"
 RULE_TARGET_TYPE = "workspace::project::destination::config"
 
 
-def _type_name(value: Any) -> str:
-    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null",
-            int: "number", float: "number"}.get(type(value), type(value).__name__)
-
-
 def _unknown_keys(where: str, raw: Mapping[str, Any], known: frozenset[str]) -> None:
     unknown = sorted(str(k) for k in raw if k not in known)
     if unknown:
@@ -57,7 +59,7 @@ def _validate_if(expr: Any, *, device_mode: bool) -> str:
     if expr is None:
         raise InvalidArgument("filter.if is required (FQL, or \"all\" for every event)")
     if not isinstance(expr, str):
-        raise InvalidArgument(f"filter.if must be a string, got {_type_name(expr)}")
+        raise InvalidArgument(f"filter.if must be a string, got {type_name(expr)}")
     if _is_all(expr):
         return "all"
     try:
@@ -91,18 +93,18 @@ def _validate_fields(where: str, fields: Any) -> dict[str, Any]:
         _unknown_keys(f"{where}.{scope}", entry, frozenset({"fields"}))
         names = entry["fields"]
         if not isinstance(names, list) or not names:
-            raise InvalidArgument(f"{where}.{scope}.fields must be a non-empty list of names")
+            raise InvalidArgument(f"{where}.{scope}.fields must be a non-empty array of names")
         for i, name in enumerate(names):
             if not isinstance(name, str) or not name.strip():
                 raise InvalidArgument(f"{where}.{scope}.fields[{i}] must be a non-empty "
-                                      f"string, got {name!r}")
+                                      f"string, got {shown(name)}")
         result[scope] = {"fields": list(dict.fromkeys(names))}  # de-duplicated, order kept
     return result
 
 
 def _validate_action(where: str, raw: Any) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
-        raise InvalidArgument(f"{where} must be an object, got {_type_name(raw)}")
+        raise InvalidArgument(f"{where} must be an object, got {type_name(raw)}")
     kind = raw.get("type")
     if not isinstance(kind, str):
         raise InvalidArgument(f"{where}.type is required and must be a string")
@@ -117,12 +119,12 @@ def _validate_action(where: str, raw: Any) -> dict[str, Any]:
         if isinstance(percent, bool) or not isinstance(percent, int | float) \
                 or not math.isfinite(percent) or not 0 <= percent <= 1:
             raise InvalidArgument(f"{where}.percent must be a number between 0.0 and 1.0, "
-                                  f"got {percent!r}")
+                                  f"got {shown(percent)}")
         action["percent"] = float(percent)
         path = raw.get("path")
         if path is not None and not isinstance(path, str):
             raise InvalidArgument(f"{where}.path must be a string (a field path), "
-                                  f"got {_type_name(path)}")
+                                  f"got {type_name(path)}")
         if path and path.strip():
             action["path"] = path.strip()
     elif kind != "drop_event":
@@ -134,8 +136,8 @@ def _validate_action(where: str, raw: Any) -> dict[str, Any]:
 
 def _validate_actions(raw: Any, where: str = "filter.actions") -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw:
-        got = "an empty list" if raw == [] else _type_name(raw)
-        raise InvalidArgument(f"{where} must be a non-empty list of actions, got {got}")
+        got = "an empty array" if raw == [] else type_name(raw)
+        raise InvalidArgument(f"{where} must be a non-empty array of actions, got {got}")
     actions: list[dict[str, Any]] = []
     for i, item in enumerate(raw):
         action = _validate_action(f"{where}[{i}]", item)
@@ -153,18 +155,22 @@ def validate_filter(raw: Mapping[str, Any], *, device_mode: bool = False) -> dic
     strings and dropped.
     """
     if not isinstance(raw, Mapping):
-        raise InvalidArgument(f"filter must be an object, got {_type_name(raw)}")
+        raise InvalidArgument(f"filter must be an object, got {type_name(raw)}")
     _unknown_keys("filter", raw, _FILTER_KEYS)
     for key in ("name", "id"):
         if key in raw and not isinstance(raw[key], str):
-            raise InvalidArgument(f"filter.{key} must be a string, got {_type_name(raw[key])}")
+            raise InvalidArgument(f"filter.{key} must be a string, got {type_name(raw[key])}")
     expr = _validate_if(raw.get("if"), device_mode=device_mode)
     if "actions" not in raw:
         raise InvalidArgument("filter.actions is required")
     actions = _validate_actions(raw["actions"])
-    title = raw.get("title")
-    if not isinstance(title, str) or not title.strip():
-        raise InvalidArgument("filter.title is required and must be a non-empty string")
+    if "title" not in raw:
+        raise InvalidArgument("filter.title is required")
+    title = raw["title"]
+    if not isinstance(title, str):
+        raise InvalidArgument(f"filter.title must be a string, got {type_name(title)}")
+    if not title.strip():
+        raise InvalidArgument("filter.title must not be empty")
     title = title.strip()
     if len(title) > MAX_TITLE_CHARS:
         raise InvalidArgument(f"filter.title is {len(title)} characters; the limit is "
@@ -172,10 +178,10 @@ def validate_filter(raw: Mapping[str, Any], *, device_mode: bool = False) -> dic
     description = raw.get("description")
     if description is not None and not isinstance(description, str):
         raise InvalidArgument(f"filter.description must be a string, "
-                              f"got {_type_name(description)}")
+                              f"got {type_name(description)}")
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
-        raise InvalidArgument(f"filter.enabled must be true or false, got {enabled!r}")
+        raise InvalidArgument(f"filter.enabled must be true or false, got {shown(enabled)}")
     return {"if": expr, "actions": actions, "title": title,
             "description": description or "", "enabled": enabled}
 

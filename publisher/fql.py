@@ -21,6 +21,7 @@ verbatim); field paths resolve ``\\x`` escapes. Errors are ``FQLError`` with a 0
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -29,6 +30,7 @@ from publisher.errors import FQLError
 MAX_EXPRESSION_BYTES = 5 * 1024  # "FQL queries are limited to 5 KB each" (Segment docs)
 MAX_NESTING = 64  # parentheses, lists, calls and '!' — keeps the parser's recursion bounded
 MAX_IR_DEPTH = 512  # long and/or chains nest one level per term; json and tsub recurse
+MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: tsub compares numbers
 
 # Documented functions and their arity; tsub (the browser) evaluates only BROWSER_FUNCTIONS.
 FUNCTIONS: dict[str, int] = {
@@ -140,7 +142,19 @@ def _lex_number(src: str, start: int, tokens: list[Token]) -> int:
     if i < n and (src[i] in _IDENT or src[i] == "\\"):
         raise FQLError(f"unexpected {src[i]!r} after number {src[start:i]}", position=i)
     text = src[start:i]
-    tokens.append(Token("number", float(text) if dot >= 0 else int(text), start, text))
+    value: float | int
+    if dot >= 0:
+        value = float(text)  # a digit string of any length: inf beyond ~1.8e308
+        exact = math.isfinite(value)
+    else:  # (int() refuses strings over 4,300 digits: test the length first)
+        value = int(text) if len(text) <= 20 else MAX_SAFE_INTEGER + 1
+        exact = abs(value) <= MAX_SAFE_INTEGER
+    if not exact:
+        shown = text if len(text) <= 24 else f"{text[:20]}… ({len(text)} characters)"
+        raise FQLError(f"number {shown} is out of range: the browser reads FQL numbers as "
+                       f"JavaScript numbers (whole numbers up to ±{MAX_SAFE_INTEGER}, "
+                       "finite decimals)", position=start)
+    tokens.append(Token("number", value, start, text))
     return i
 
 
@@ -319,7 +333,8 @@ def parse(expr: str) -> Any:
 
 def ir_json(expr: str) -> str:
     """The IR as the compact JSON string tsub reads from ``matcher["ir"]``."""
-    return json.dumps(parse(expr), separators=(",", ":"), ensure_ascii=False)
+    # allow_nan=False: the lexer keeps numbers finite; Infinity is not JSON to a browser
+    return json.dumps(parse(expr), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def functions_used(ir: Any) -> frozenset[str]:

@@ -241,7 +241,11 @@ class Service:
         taken: set[str] = set()
         for n, spec in enumerate(specs):
             where = f"destinations[{n}]"
-            dest = self.catalog.get(spec.destination)
+            try:
+                dest = self.catalog.get(spec.destination)
+            except InvalidArgument as exc:
+                exc.located(where)
+                raise
             if spec.connection_mode not in CONNECTION_MODES:
                 raise InvalidArgument(
                     f"{where}: connection_mode must be CLOUD or DEVICE, got "
@@ -259,7 +263,8 @@ class Service:
             if spec.filters is None:
                 flt = match.filters if match else ()
             else:
-                flt = self.build_filters(match.filters if match else (), spec.filters)
+                flt = self.build_filters(match.filters if match else (), spec.filters,
+                                         where=f"{where}.filters")
             out.append(Instance(
                 id=inst_id, catalog_slug=dest.slug, display_name=name,
                 connection_mode=spec.connection_mode,  # type: ignore[arg-type]
@@ -269,13 +274,20 @@ class Service:
             ))
         return out
 
-    def build_filters(self, existing: Sequence[Filter],
-                      raws: Sequence[Mapping[str, Any]]) -> tuple[Filter, ...]:
+    def build_filters(self, existing: Sequence[Filter], raws: Sequence[Mapping[str, Any]], *,
+                      where: str = "") -> tuple[Filter, ...]:
+        """Filters from requests' shapes, matched to ``existing`` by id or title; an error
+        names ``where[m]`` (the filter's place in a larger document) when ``where`` is given."""
         by_title = {f.title: f for f in existing}
         by_id = {f.id: f for f in existing}
         out: list[Filter] = []
-        for raw in raws:
-            out.append(self.make_filter(raw, by_id, by_title))
+        for m, raw in enumerate(raws):
+            try:
+                out.append(self.make_filter(raw, by_id, by_title))
+            except InvalidArgument as exc:
+                if where:
+                    exc.located(f"{where}[{m}]")
+                raise
         return tuple(out)
 
     def make_filter(self, raw: Mapping[str, Any], by_id: Mapping[str, Filter] | None = None,
@@ -312,6 +324,11 @@ class Service:
                               where=f"destination {inst.display_name!r}")
             filters_mod.check_filter_count(len(inst.filters),
                                            f"destination {inst.display_name!r}")
+            titles = [f.title for f in inst.filters]
+            for title in titles:
+                if titles.count(title) > 1:  # (at most 10 filters: counted above)
+                    raise AlreadyExists(f"destination {inst.display_name!r} already has a "
+                                        f"filter titled {title!r}", code="duplicate_title")
             if inst.connection_mode == "DEVICE":  # the browser runs these: only its functions
                 for f in inst.filters:
                     filters_mod.validate_filter(filter_dict(f), device_mode=True)
@@ -591,11 +608,8 @@ class Service:
         made: list[Filter] = []
 
         def change(flt: tuple[Filter, ...], inst: Instance) -> tuple[Filter, ...]:
-            new = self.build_filters((), [raw])[0]
-            if any(f.title == new.title for f in flt):
-                raise AlreadyExists(f"destination {inst.display_name!r} already has a filter "
-                                    f"titled {new.title!r}", code="duplicate_title")
-            new = replace(new, id="df_" + secrets.token_urlsafe(12))
+            # (a title already taken is refused by _commit, as on every other write)
+            new = replace(self.build_filters((), [raw])[0], id="df_" + secrets.token_urlsafe(12))
             made.append(new)
             return (*flt, new)
 

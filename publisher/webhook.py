@@ -61,7 +61,7 @@ def verify(secret: str, timestamp: str | None, given: str | None, body: bytes, *
     if not timestamp or not given:
         raise Unauthenticated(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header",
                               code="unsigned")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise Unauthenticated(f"{TIMESTAMP_HEADER} must be Unix seconds, got "
                               f"{timestamp[:40]!r}", code="bad_timestamp")
     skew = int(timestamp) - now

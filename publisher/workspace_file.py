@@ -199,9 +199,7 @@ def apply(service: Service, decl: WorkspaceDecl) -> list[tuple[str, PublishResul
                     else:
                         bundle, changed = service._commit(source, existing, desired)
                 except InvalidArgument as exc:
-                    if f"source {src.slug!r}" not in exc.message:
-                        exc.message = f"source {src.slug!r}: {exc.message}"
-                    exc.args = (exc.message,)
+                    exc.located(f"source {src.slug!r}")
                     raise
                 staged.append((source, bundle, changed))
         return [(src.slug, service._push(src, bundle, changed))

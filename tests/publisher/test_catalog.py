@@ -7,7 +7,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from publisher.catalog import Catalog, default_catalog
+from publisher.catalog import (
+    MAX_SETTING_DEPTH,
+    Catalog,
+    default_catalog,
+    nesting,
+    validate_settings,
+)
+from publisher.errors import SettingError
 
 
 def catalog_of(tmp_path: Path, settings: list[dict[str, object]]) -> Catalog:
@@ -40,3 +47,35 @@ def test_shipped_catalog_public_settings_match_the_specs() -> None:
         assert dest.public_settings == {s.name for s in specs if not s.secret}
         assert dest.public_defaults == {s.name: s.default for s in specs
                                         if not s.secret and s.default is not None}
+
+
+def nested(depth: int) -> object:
+    value: object = "x"
+    for n in range(depth):
+        value = [value] if n % 2 else {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(("value", "depth"), [
+    pytest.param("x", 0, id="scalar"),
+    pytest.param([], 1, id="empty-array"),
+    pytest.param({"a": [1, {"b": []}], "c": 2}, 4, id="deepest-branch-counts"),
+    pytest.param(nested(MAX_SETTING_DEPTH), MAX_SETTING_DEPTH, id="at-the-limit"),
+    pytest.param(nested(5000), MAX_SETTING_DEPTH + 1, id="counting-stops-past-the-limit"),
+])
+def test_nesting(value: object, depth: int) -> None:
+    """Levels of arrays and objects are counted along the deepest branch, up to limit + 1."""
+    assert nesting(value, MAX_SETTING_DEPTH) == depth
+
+
+def test_settings_nested_past_the_limit_are_refused() -> None:
+    """A setting value nested deeper than MAX_SETTING_DEPTH is a SettingError naming it; one
+    at the limit is accepted."""
+    amplitude = default_catalog().get("amplitude")
+    ok = {"mapQueryParams": nested(MAX_SETTING_DEPTH - 1)}  # (odd depths: an object, a map)
+
+    assert validate_settings(amplitude, ok, enabled=False) == ok
+    with pytest.raises(SettingError, match="setting 'mapQueryParams' of Amplitude nests "
+                                           "arrays and objects more than 32 levels deep"):
+        validate_settings(amplitude, {"mapQueryParams": nested(MAX_SETTING_DEPTH + 1)},
+                          enabled=False)

@@ -185,6 +185,14 @@ def test_ir_json_matches_observed_samples(expr: str, ir_text: str) -> None:
     pytest.param("properties.x\\", "expected a character after '\\'", 12,
                  id="dangling-escape"),
     pytest.param("a = '\ud800'", "invalid character U+D800", 5, id="lone-surrogate"),
+    pytest.param("a = 9007199254740992", "number 9007199254740992 is out of range", 4,
+                 id="integer-over-max-safe"),
+    pytest.param("a in [1, -9007199254740992]", "number -9007199254740992 is out of range", 9,
+                 id="negative-integer-in-list"),
+    pytest.param("a = " + "9" * 5000, "(5000 characters) is out of range", 4,
+                 id="integer-over-int-digit-limit"),
+    pytest.param("a > 1" + "0" * 400 + ".5", "(403 characters) is out of range", 4,
+                 id="decimal-overflows-to-infinity"),
 ])
 def test_parse_errors(expr: str, message: str, position: int) -> None:
     """A bad expression raises FQLError naming the problem and its 0-based offset."""
@@ -195,6 +203,14 @@ def test_parse_errors(expr: str, message: str, position: int) -> None:
     assert caught.value.position == position
     assert caught.value.message.endswith(f"(at position {position})")
     assert caught.value.http_status == 400
+
+
+def test_numbers_at_the_javascript_limits() -> None:
+    """Whole numbers up to ±(2**53 - 1) and long finite decimals stay exact JSON numbers."""
+    text = ir_json("a in [9007199254740991, -9007199254740991, 0.1234567890123456789]")
+
+    assert text == ('["in","a",{"value":[{"value":9007199254740991},'
+                    '{"value":-9007199254740991},{"value":0.12345678901234568}]}]')
 
 
 def test_fql_error_is_an_invalid_argument() -> None:

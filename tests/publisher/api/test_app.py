@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
 
 import pytest
+from starlette.requests import Request
 from starlette.testclient import TestClient
+from starlette.types import Message
 
 from publisher import cli
 from publisher.api import create_app
+from publisher.api_http import read_body
+from publisher.errors import InvalidArgument
 from publisher.settings import PublisherSettings
 from publisher.store import Store
 
@@ -36,3 +41,24 @@ def test_app_builds_its_own_service_and_accepts_cli_tokens(
         assert found is not None and found.scope == "write"
         rows = store._all("SELECT hash FROM tokens")
         assert token not in {r["hash"] for r in rows}
+
+
+def test_client_gone_mid_body_is_a_4xx() -> None:
+    """A client that closes the connection before its body is complete ends the request as a
+    400 incomplete_body (no ClientDisconnect traceback in the log)."""
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"fil', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+
+    with pytest.raises(InvalidArgument) as caught:
+        asyncio.run(read_body(request, 1000))
+
+    assert caught.value.code == "incomplete_body"
+    assert caught.value.message == ("the client closed the connection after 5 bytes of the "
+                                    "body")

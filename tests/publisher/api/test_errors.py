@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from starlette.testclient import TestClient
@@ -18,6 +19,9 @@ from tests.publisher.api.conftest import SRC, WS, Api, Clock
 DEST = SRC + "/destinations/amplitude"
 FILTERS = DEST + "/filters"
 FILTER = {"if": "event = 'x'", "actions": [{"type": "drop_event"}], "title": "t"}
+DEEP: Any = "x"  # an object nested 300 levels: past the settings' bound and orjson's (254)
+for _ in range(300):
+    DEEP = {"a": DEEP}
 NEW_DEST = {"destination": {"slug": "mixpanel", "connection_mode": "CLOUD", "display_name": "Mix"}}
 
 # (method, path, body) of every write endpoint; {fid} is filled in by the fixture.
@@ -182,6 +186,43 @@ def test_duplicate_names_conflict(writer: Api, fid: str, path: str, body: Any,
     assert snapshot(writer) == before
 
 
+def test_retitling_a_filter_onto_a_taken_title_conflicts(writer: Api, fid: str) -> None:
+    """A filter renamed to a sibling's title is 409/6, and nothing changes."""
+    status, _ = writer.call("POST", FILTERS, {"filter": {**FILTER, "title": "u"}})
+    assert status == 200
+    before = snapshot(writer)
+
+    status, resp = writer.call("PATCH", f"{FILTERS}/{fid}", {
+        "filter": {"title": "u"}, "update_mask": {"paths": ["filter.title"]}})
+
+    assert_error(status, resp, 409, 6)
+    assert resp["reason"] == "duplicate_title" and "'u'" in resp["error"]
+    assert snapshot(writer) == before
+
+
+def test_new_destination_with_two_filters_of_one_title_conflicts(writer: Api, fid: str) -> None:
+    """A destination created with two filters of one title is 409/6, and nothing changes."""
+    before = snapshot(writer)
+
+    status, resp = writer.call("POST", SRC + "/destinations", {"destination": {
+        **NEW_DEST["destination"], "filters": [FILTER, {**FILTER, "if": "event = 'y'"}]}})
+
+    assert_error(status, resp, 409, 6)
+    assert resp["reason"] == "duplicate_title"
+    assert snapshot(writer) == before
+
+
+@pytest.mark.parametrize("page_size", ["²", "５", "0", "-1", "1.5", "x", "1001"])
+def test_bad_page_size(reader: Api, page_size: str) -> None:
+    """A page_size that is not an ASCII whole number from 1 to the maximum is 400 naming it
+    (never a 500, never read as another number)."""
+    status, resp = reader.call("GET", "/v1beta/catalog/destinations?"
+                               + urlencode({"page_size": page_size}))
+
+    assert_error(status, resp, 400, 3)
+    assert "page_size must be a whole number" in resp["error"]
+
+
 def test_rename_onto_a_taken_display_name_conflicts(writer: Api, fid: str) -> None:
     """Renaming an instance to another instance's display name is 409/6."""
     writer.call("POST", SRC + "/destinations", NEW_DEST)
@@ -242,6 +283,19 @@ def test_body_over_the_limit(writer: Api, client: TestClient, fid: str,
     pytest.param(FILTERS, {"filter": {**FILTER, "extra": 1}}, "extra",
                  id="unknown-filter-field"),
     pytest.param(SRC + "/rollback", {"version": True}, "version", id="boolean-version"),
+    pytest.param(SRC + "/rollback", {"version": 1e30}, "version must be a whole number, got "
+                 "number 1e+30", id="huge-version-names-the-number"),
+    pytest.param(SRC + "/destinations", {"destination": {
+        "slug": "amplitude", "connection_mode": "CLOUD", "display_name": "B",
+        "config": [{"name": "mapQueryParams", "value": DEEP}]}},
+        "setting 'mapQueryParams' of Amplitude (destination 'B') nests arrays and objects more "
+        "than 32 levels deep", id="deeply-nested-setting"),
+    pytest.param(FILTERS, {"filter": {**FILTER, "if": "a = " + "9" * 5000}}, "out of range",
+                 id="fql-number-past-int-limit"),
+    pytest.param(FILTERS, {"filter": {**FILTER, "if": "a = 1" + "0" * 400 + ".5"}},
+                 "out of range", id="fql-number-past-float-range"),
+    pytest.param(FILTERS, {"filter": {**FILTER, "title": 3}},
+                 "filter.title must be a string, got number", id="filter-title-type"),
 ])
 def test_invalid_argument_names_the_field(writer: Api, fid: str, path: str, body: Any,
                                           names: str) -> None:
@@ -263,6 +317,9 @@ def test_invalid_argument_names_the_field(writer: Api, fid: str, path: str, body
                  "destination.enabled", id="wrong-type"),
     pytest.param({"destination": {"enabled": True}, "update_mask": {"paths": "enabled"}},
                  "update_mask.paths", id="paths-not-array"),
+    pytest.param({"destination": {"config": [{"name": "mapQueryParams", "value": DEEP}]},
+                  "update_mask": {"paths": ["destination.config"]}},
+                 "nests arrays and objects more than 32 levels deep", id="deeply-nested-setting"),
 ])
 def test_bad_update_mask(writer: Api, fid: str, body: Any, names: str) -> None:
     """A PATCH without a usable update_mask, or with a wrongly typed field, is 400 and changes

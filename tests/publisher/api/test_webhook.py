@@ -12,9 +12,10 @@ import redis
 from starlette.testclient import TestClient
 
 from publisher.api import create_app
+from publisher.errors import Unauthenticated
 from publisher.service import Service
 from publisher.settings import PublisherSettings
-from publisher.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature
+from publisher.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature, verify
 from tests.publisher.api.conftest import NOW, SECRET, Api
 from tests.publisher.api.test_resources import served
 
@@ -180,6 +181,13 @@ def test_signature_binds_the_timestamp(client: TestClient, service: Service) -> 
     pytest.param(event(destinations=[{**AMPLITUDE, "filters": [
         {"if": "event = ", "actions": [{"type": "drop_event"}], "title": "t"}]}]), "position",
         id="bad-fql"),
+    pytest.param(event(destinations=[AMPLITUDE, {**AMPLITUDE, "display_name": "Amp 2",
+                                                 "connection_mode": "CLOUD", "filters": [
+        {"if": "event = 'x'", "actions": [{"type": "drop_event"}], "title": "t"},
+        {"if": "a = 1" + "0" * 400 + ".5", "actions": [{"type": "drop_event"}], "title": "u"}]}]),
+        "destinations[1].filters[1]: filter.if is not valid FQL: number", id="fql-located"),
+    pytest.param(event(destinations=[AMPLITUDE, {"slug": "zzz", "connection_mode": "CLOUD"}]),
+                 "destinations[1]: unknown catalog destination 'zzz'", id="unknown-slug-located"),
 ])
 def test_malformed_events_write_nothing(client: TestClient, service: Service, body: Any,
                                         names: str) -> None:
@@ -193,6 +201,29 @@ def test_malformed_events_write_nothing(client: TestClient, service: Service, bo
     assert resp.json()["code"] == 3 and names in resp.json()["error"]
     assert db(service) == before
     assert send(client, event()).json()["status"] == "applied"
+
+
+def test_filters_of_one_title_conflict(client: TestClient, service: Service) -> None:
+    """Two filters of one title on a destination are 409/6 (as on the Config API), and
+    nothing is written."""
+    twice = {**AMPLITUDE, "filters": AMPLITUDE["filters"] * 2}
+    before = db(service)
+
+    resp = send(client, event(destinations=[twice]))
+
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["reason"] == "duplicate_title"
+    assert db(service) == before
+
+
+@pytest.mark.parametrize("stamp", ["²", "1²", "１７００００００００", " 1700000000", "-1", "1e9"])
+def test_timestamps_of_other_digits_are_refused(stamp: str) -> None:
+    """A timestamp that is not ASCII digits is 401 bad_timestamp, before any int() (a '²' is
+    a digit to str.isdigit and no number to int)."""
+    with pytest.raises(Unauthenticated) as caught:
+        verify(SECRET, stamp, "sha256=00", b"{}", now=NOW, tolerance=300)
+
+    assert caught.value.code == "bad_timestamp"
 
 
 @pytest.mark.parametrize(("body", "status"), [
