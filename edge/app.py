@@ -109,8 +109,9 @@ def scan(headers: Iterable[tuple[bytes, bytes]]
             accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
         elif name == b"if-none-match":
             if_none_match = value if if_none_match is None else if_none_match + b"," + value
-        elif name == b"if-modified-since":
-            if_modified_since = value
+        elif name == b"if-modified-since":  # (joined, two dates are no date: ignored)
+            if_modified_since = (value if if_modified_since is None
+                                 else if_modified_since + b"," + value)
         elif name in _NOT_PLAIN:
             plain = False
     return accept_encoding, if_none_match, if_modified_since, plain

@@ -5,8 +5,11 @@ filled. After ``refresh_interval`` the next request re-reads only the small poin
 bytes only when the version changed. Concurrent misses (or refreshes) of one key share a single
 read. When Redis fails, held entries keep being served, marked stale, and for
 ``retry_interval`` nobody asks Redis again, so a hung Redis costs one timeout per interval, not
-one per request. Unknown keys are remembered in a separate, bounded TTL cache: a flood of bogus
-keys can neither hammer Redis nor evict real bundles. All times come from the injected clock.
+one per request. A source whose data is malformed (``StoreCorrupt``) is treated the same way on
+its own: its held copy served stale, or 503, and Redis asked again after the interval — the
+other sources are read as usual. Unknown keys are remembered in a separate, bounded TTL
+cache: a flood of bogus keys can neither hammer Redis nor evict real bundles. All times come
+from the injected clock.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from cachetools import TTLCache
 from edge import http
 from edge.keyspace import Stored
 from edge.metrics import Metrics
-from edge.store import StoreUnavailable
+from edge.store import StoreCorrupt, StoreUnavailable
 
 log = logging.getLogger("edge.cache")
 
@@ -152,6 +155,10 @@ class BundleCache:
         self._negative: TTLCache[str, float] = TTLCache(
             maxsize=negative_max_entries, ttl=max(negative_ttl, 1e-9), timer=clock
         )
+        # sources whose stored data did not parse, not read again for retry_interval
+        self._corrupt: TTLCache[str, float] = TTLCache(
+            maxsize=negative_max_entries, ttl=max(retry_interval, 1e-9), timer=clock
+        )
         self._flights: dict[str, _Flight] = {}
         self._retry_at = -math.inf
         self.redis_ok_at: float | None = None  # clock time of the last successful read
@@ -167,14 +174,14 @@ class BundleCache:
         entry = self._entries.get(write_key)
         now = self.clock()
         if entry is not None:  # due for its check
-            if now < self._retry_at:
+            if now < self._retry_at or write_key in self._corrupt:
                 return self._serve_stale(entry)
         else:
             if write_key in self._negative:
                 self.metrics.negative_hits += 1
                 return None
             self.metrics.cache_misses += 1
-            if now < self._retry_at:
+            if now < self._retry_at or write_key in self._corrupt:
                 self.metrics.unavailable += 1
                 raise Unavailable(write_key)
         result = await self._join(write_key)
@@ -270,7 +277,14 @@ class BundleCache:
                     return self._fill(write_key, stored, now)
                 if attempt == 0:
                     pointer = await self.source.pointer(write_key)
-            raise StoreUnavailable(f"pointer of {write_key!r} names a missing version")
+            raise StoreCorrupt(f"pointer of {write_key!r} names a missing version")
+        except StoreCorrupt as exc:
+            if write_key not in self._corrupt:  # logged once per retry interval
+                log.warning("%s; serving its held copy or 503 for %gs", exc,
+                            self.retry_interval)
+            self._corrupt[write_key] = now
+            self.metrics.redis_errors += 1
+            return _Miss.UNAVAILABLE
         except StoreUnavailable as exc:
             self._redis_failed(exc)
             return _Miss.UNAVAILABLE
@@ -305,6 +319,7 @@ class BundleCache:
         if flight is not None:
             flight.dirty = True
         self._negative.pop(write_key, None)
+        self._corrupt.pop(write_key, None)
         return self._entries.pop(write_key, None) is not None
 
     def expire_all(self) -> None:
@@ -312,6 +327,7 @@ class BundleCache:
         for entry in self._entries.values():
             entry.fresh_until = -math.inf
         self._negative.clear()
+        self._corrupt.clear()
 
     def mark_redis_ok(self) -> None:
         self._redis_ok(self.clock())

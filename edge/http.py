@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 import zlib
-from email.utils import formatdate, parsedate_to_datetime
+from datetime import UTC, datetime
+from email.utils import formatdate
 
 from edge import keyspace
 
@@ -48,11 +50,16 @@ def _opaque(tag: str) -> str:
     return tag[2:] if tag.startswith("W/") else tag
 
 
+# entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE; etagc = %x21 / %x23-7E / obs-text (RFC 9110 §8.8.3)
+_ENTITY_TAG = re.compile(r'(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"')
+
+
 def parse_entity_tags(value: str) -> list[str] | None:
     """The entity-tags of an If-None-Match value; ``None`` means ``*``.
 
     Parsed by scanning, not by splitting on commas: a comma is a legal etagc inside quotes
-    (RFC 9110 §8.8.3). Malformed members are skipped, so garbage matches nothing.
+    (RFC 9110 §8.8.3). A member that is not exactly one entity-tag (``"a"x``, ``W/"a"W/"b"``,
+    ``"a b"``) is skipped up to the next comma, so garbage matches nothing.
     """
     text = value.strip()
     if text == "*":
@@ -60,22 +67,20 @@ def parse_entity_tags(value: str) -> list[str] | None:
     tags: list[str] = []
     i, n = 0, len(text)
     while i < n:
-        ch = text[i]
-        if ch in " \t,":
+        if text[i] in " \t,":
             i += 1
             continue
-        start = i
-        if text.startswith("W/", i):
-            i += 2
-        if i < n and text[i] == '"':
-            end = text.find('"', i + 1)
-            if end == -1:
-                break
-            tags.append(text[start : end + 1])
-            i = end + 1
-        else:  # not an entity-tag: skip to the next comma
-            comma = text.find(",", i)
-            i = n if comma == -1 else comma + 1
+        found = _ENTITY_TAG.match(text, i)
+        if found is not None:
+            end = found.end()
+            while end < n and text[end] in " \t":
+                end += 1
+            if end == n or text[end] == ",":
+                tags.append(found.group())
+                i = end
+                continue
+        comma = text.find(",", found.end() if found is not None else i)
+        i = n if comma == -1 else comma + 1
     return tags
 
 
@@ -92,16 +97,55 @@ def none_match(if_none_match: str, etag: str) -> bool:
     return any(_opaque(tag) == mine for tag in tags)
 
 
+_MONTHS = {m: n for n, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_MONTH = "(" + "|".join(_MONTHS) + ")"
+_TIME = r"(\d\d):(\d\d):(\d\d)"
+# HTTP-date (RFC 9110 §5.6.7): IMF-fixdate, and the obsolete RFC 850 and asctime forms a
+# recipient must accept; names and GMT are case-sensitive. Anything else is not a date.
+_DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_IMF_FIXDATE = re.compile(rf"{_DAY}, (\d\d) {_MONTH} (\d{{4}}) {_TIME} GMT", re.ASCII)
+_RFC850_DATE = re.compile(
+    rf"(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), (\d\d)-{_MONTH}-(\d\d) "
+    rf"{_TIME} GMT", re.ASCII)
+_ASCTIME_DATE = re.compile(rf"{_DAY} {_MONTH} ([ \d]\d) {_TIME} (\d{{4}})", re.ASCII)
+
+
+def parse_http_date(value: str, *, now: float | None = None) -> int | None:
+    """Seconds since the epoch of an HTTP-date, ``None`` unless ``value`` is exactly one.
+
+    An RFC 850 date's two-digit year that would lie more than 50 years after ``now`` (default:
+    the clock) is the most recent past year with those digits (RFC 9110 §5.6.7).
+    """
+    value = value.strip(" \t")
+    if found := _IMF_FIXDATE.fullmatch(value):
+        day, month, year, hh, mm, ss = found.groups()
+    elif found := _ASCTIME_DATE.fullmatch(value):
+        month, day, hh, mm, ss, year = found.groups()
+    elif found := _RFC850_DATE.fullmatch(value):
+        day, month, yy, hh, mm, ss = found.groups()
+        this_year = time.gmtime(time.time() if now is None else now).tm_year
+        full = this_year - this_year % 100 + int(yy)
+        year = str(full - 100 if full > this_year + 50 else full)
+    else:
+        return None
+    try:
+        moment = datetime(int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss),
+                          tzinfo=UTC)
+    except ValueError:  # 31 Feb, 25:00:00, a 60th second, year 0
+        return None
+    return int(moment.timestamp())
+
+
 def not_modified_since(if_modified_since: str, last_modified: int) -> bool:
     """True when If-Modified-Since shows the client's copy is current (RFC 9110 §13.1.3).
 
-    Only consulted without If-None-Match; an invalid date is ignored (the condition is false).
+    Only consulted without If-None-Match. A value that is not exactly one HTTP-date — another
+    format, another zone, two dates (a repeated field, joined) — is ignored: the condition is
+    false, and the full answer is sent.
     """
-    try:
-        since = parsedate_to_datetime(if_modified_since).timestamp()
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return False
-    return last_modified <= since
+    since = parse_http_date(if_modified_since)
+    return since is not None and last_modified <= since
 
 
 # -- Accept-Encoding (RFC 9110 §12.5.3) -----------------------------------------------------
@@ -292,8 +336,7 @@ def preflight_headers(request_headers: str | None) -> Headers:
         (b"access-control-allow-origin", b"*"),
         (b"access-control-allow-methods", ALLOW),
         (b"access-control-max-age", b"86400"),
-        (b"allow", ALLOW),
-        (b"content-length", b"0"),
+        (b"allow", ALLOW),  # (a 204 has no Content-Length: RFC 9110 §8.6)
         (b"vary", b"Access-Control-Request-Headers"),
     ]
     if request_headers and _TOKEN_LIST_RE.fullmatch(request_headers.strip()):

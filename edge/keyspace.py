@@ -126,6 +126,9 @@ class Envelope:
         )
 
 
+MAX_PUBLISHED_AT = 253_402_300_799  # 9999-12-31T23:59:59Z: the last time an HTTP-date holds
+
+
 class Stored(NamedTuple):
     """What the edge reads of one published version (``EDGE_FIELDS``): the gzip bytes and the
     metadata its headers need. A tuple: the edge builds one per cold miss."""
@@ -148,4 +151,7 @@ class Stored(NamedTuple):
             return None
         if ETAG_RE.fullmatch(etag) is None:
             raise ValueError(f"malformed etag {etag!r}")
-        return cls(write_key, int(version), etag.decode(), int(published_at), gzip)
+        when = int(published_at)
+        if not 0 <= when <= MAX_PUBLISHED_AT:  # it becomes Last-Modified, an HTTP-date
+            raise ValueError(f"published_at {when} is not a time from 1970 to 9999")
+        return cls(write_key, int(version), etag.decode(), when, gzip)

@@ -169,8 +169,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def _answer(self, rt: Runtime) -> bool:
         """Answer a ``GET``/``HEAD`` of a settings path here; False: leave it to the app."""
         url = self.url
-        if not (url.startswith(_PREFIX) and url.endswith(_SUFFIX)) or b"%" in url:
-            return False  # (uvicorn decodes %-escapes: the app answers those)
+        if not (url.startswith(_PREFIX) and url.endswith(_SUFFIX)) or b"%" in url \
+                or b"?" in url or b"#" in url:
+            return False  # (uvicorn decodes %-escapes and splits off the query: the app does)
         method = self.parser.get_method()
         if method == b"GET":
             head = False

@@ -155,7 +155,7 @@ OPTIONS: tuple[Option, ...] = (
            _at_least(1), "Redis connection pool size per worker."),
     Option("EDGE_REDIS_RETRY_INTERVAL", "redis_retry_interval", float, "a number of seconds",
            _at_least(0), "After a Redis error, serve from memory without asking Redis for "
-           "this long."),
+           "this long (after one source's malformed data, for that source alone)."),
     Option("EDGE_REFRESH_INTERVAL", "refresh_interval", float, "a number of seconds",
            _above(0), "Age after which a cached bundle is re-checked against the Redis "
            "pointer (the edge's propagation term)."),

@@ -5,7 +5,8 @@ Reads go through ``edge.keyspace`` so publisher and edge agree on every key, and
 cold miss read both before, and moving the JSON cost more than everything else the miss did:
 bench/README.md, "cold path"). Every Redis failure — refused, reset, timed out, or data the
 keyspace cannot parse — becomes ``StoreUnavailable``, which the cache answers by serving the
-copy it already holds. Reads go over one pipelined connection (``edge.pipe``) with the
+copy it already holds; malformed data is its subclass ``StoreCorrupt``, which does not stand
+for Redis as a whole. Reads go over one pipelined connection (``edge.pipe``) with the
 client's timeouts and retry policy; for a TLS URL, through the redis-py client. Short socket
 timeouts and no retry on timeouts: a slow Redis must cost a request at most one timeout, and
 the cache (not the client) decides when to try again.
@@ -30,6 +31,11 @@ from edge.settings import EdgeSettings
 
 class StoreUnavailable(Exception):
     """Redis could not answer (down, slow, restarting) or answered something malformed."""
+
+
+class StoreCorrupt(StoreUnavailable):
+    """Redis answered, but one source's pointer or version is malformed: that source's
+    problem, not Redis's (the cache keeps reading every other key)."""
 
 
 def make_client(settings: EdgeSettings) -> aioredis.Redis:
@@ -204,7 +210,7 @@ class Store:
         try:
             return keyspace.Stored.from_fields(write_key, values)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise StoreUnavailable(f"malformed version {version} of {write_key!r}") from exc
+            raise StoreCorrupt(f"malformed version {version} of {write_key!r}: {exc}") from exc
 
     async def ping(self) -> None:
         try:
@@ -227,8 +233,8 @@ def _decode_current(write_key: str, values: list[bytes | None]) -> _Current | St
     try:
         pointer = keyspace.decode_pointer(values[0])
         return pointer, keyspace.Stored.from_fields(write_key, values[1:])
-    except (ValueError, UnicodeDecodeError):
-        return StoreUnavailable(f"malformed pointer or version of {write_key!r}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return StoreCorrupt(f"malformed pointer or version of {write_key!r}: {exc}")
 
 
 def _decode_pointer(write_key: str, value: bytes | None) -> _Pointer | StoreUnavailable:
@@ -237,4 +243,4 @@ def _decode_pointer(write_key: str, value: bytes | None) -> _Pointer | StoreUnav
     try:
         return keyspace.decode_pointer(value)
     except (ValueError, UnicodeDecodeError):
-        return StoreUnavailable(f"malformed pointer for {write_key!r}: {value!r}")
+        return StoreCorrupt(f"malformed pointer for {write_key!r}: {value[:80]!r}")

@@ -478,3 +478,56 @@ async def test_a_malformed_etag_in_redis_is_refused_not_served(
 
     with pytest.raises(Unavailable):
         await cache.get("bad-etag")
+
+
+@pytest.mark.parametrize("published_at", [b"253402300800", b"99999999999999999", b"-1", b"soon"])
+async def test_one_corrupt_source_stops_only_itself(
+    source: CountingSource, redis_client: redis.Redis, published_at: bytes
+) -> None:
+    """A version whose publish time cannot be a Last-Modified date (year 10000, negative, not
+    a number) is that source's problem: 503 for it, read again only after retry_interval,
+    while every other source is read and served as usual; a held copy is served stale."""
+    publish(redis_client, "good")
+    publish(redis_client, "held")
+    publish(redis_client, "bad", version=2)
+    redis_client.hset(keyspace.version_key("bad", 2), keyspace.F_PUBLISHED_AT, published_at)
+    clock = ManualClock()
+    cache = make_cache(source, clock, retry_interval=1.0)
+    assert await cache.get("held") is not None
+    publish(redis_client, "held", version=3)
+    redis_client.hset(keyspace.version_key("held", 3), keyspace.F_PUBLISHED_AT, published_at)
+    clock.advance(31)  # "held" is due for its check
+
+    with pytest.raises(Unavailable):
+        await cache.get("bad")
+    reads = source.pointers
+    with pytest.raises(Unavailable):
+        await cache.get("bad")
+    good = await cache.get("good")
+    held = await cache.get("held")
+
+    assert source.pointers == reads + 2  # "bad" not read again; "good" and "held" were
+    assert good is not None and not good.stale and not cache.backing_off
+    assert held is not None and held.stale and held.version == 1
+    assert cache.metrics.redis_errors == 2
+    publish(redis_client, "bad", version=4)
+    clock.advance(1.0)
+    fixed = await cache.get("bad")
+    assert fixed is not None and fixed.version == 4
+
+
+async def test_evict_forgets_a_corrupt_source(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """A publish message (evict) for a source found corrupt lets the next request read it."""
+    publish(redis_client, "bad")
+    redis_client.hset(keyspace.version_key("bad", 1), keyspace.F_PUBLISHED_AT, b"-5")
+    cache = make_cache(source, ManualClock(), retry_interval=60.0)
+    with pytest.raises(Unavailable):
+        await cache.get("bad")
+    publish(redis_client, "bad", version=2)
+
+    cache.evict("bad")
+    entry = await cache.get("bad")
+
+    assert entry is not None and entry.version == 2

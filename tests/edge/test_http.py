@@ -32,6 +32,12 @@ ETAG = '"abc123"'
         pytest.param('garbage, "abc123"', True, id="garbage-then-match"),
         pytest.param('w/"abc123"', False, id="lowercase-w-is-not-weak"),
         pytest.param('"ABC123"', False, id="case-sensitive"),
+        pytest.param('"abc123"x', False, id="junk-after-the-tag"),
+        pytest.param('W/"x"W/"abc123"', False, id="two-tags-without-a-comma"),
+        pytest.param('"abc123" "x"', False, id="space-is-no-separator"),
+        pytest.param('"abc 123", "abc123"', True, id="space-inside-quotes-skips-that-member"),
+        pytest.param('W/ "abc123"', False, id="space-after-w"),
+        pytest.param('"abc123" , "x"', True, id="spaces-around-comma"),
     ],
 )
 def test_if_none_match(header: str, expected: bool) -> None:
@@ -51,6 +57,9 @@ def test_if_none_match_against_weak_etag() -> None:
         pytest.param("*", None, id="star"),
         pytest.param('"a,b"', ['"a,b"'], id="quoted-comma"),
         pytest.param('x, "a"', ['"a"'], id="skip-garbage"),
+        pytest.param('"a"x, "b"', ['"b"'], id="skip-member-with-trailing-junk"),
+        pytest.param('"a"  ,,, W/"b" ', ['"a"', 'W/"b"'], id="empty-members-and-spaces"),
+        pytest.param('"a\x7fb"', [], id="control-character-is-no-etagc"),
     ],
 )
 def test_parse_entity_tags(header: str, expected: list[str] | None) -> None:
@@ -100,11 +109,49 @@ def test_accepts_gzip(header: str | None, expected: bool) -> None:
         pytest.param("Tue, 14 Nov 2023 22:13:19 GMT", 1_700_000_000, False, id="earlier"),
         pytest.param("not a date", 1_700_000_000, False, id="invalid-ignored"),
         pytest.param("", 1_700_000_000, False, id="empty-ignored"),
+        pytest.param("Fri, 01 Jan 2100 00:00:00 GMT, Fri, 01 Jan 2000 00:00:00 GMT",
+                     1_700_000_000, False, id="two-dates-ignored"),
+        pytest.param("Fri, 01 Jan 2100 00:00:00 +0500", 1_700_000_000, False,
+                     id="other-zone-ignored"),
+        pytest.param("Fri, 01 Jan 2100 00:00:00", 1_700_000_000, False, id="no-zone-ignored"),
     ],
 )
 def test_not_modified_since(header: str, last_modified: int, expected: bool) -> None:
-    """If-Modified-Since answers 304 when the bundle is not newer than the given date."""
+    """If-Modified-Since answers 304 when the bundle is not newer than the given date; a
+    value that is not one HTTP-date is ignored (RFC 9110 §13.1.3)."""
     assert http.not_modified_since(header, last_modified) is expected
+
+
+NOW_2026 = 1_795_000_000  # 2026-11-18
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("Sun, 06 Nov 1994 08:49:37 GMT", 784_111_777, id="imf-fixdate"),
+        pytest.param("Sunday, 06-Nov-94 08:49:37 GMT", 784_111_777, id="rfc850"),
+        pytest.param("Sun Nov  6 08:49:37 1994", 784_111_777, id="asctime"),
+        pytest.param(" Sun, 06 Nov 1994 08:49:37 GMT ", 784_111_777, id="surrounding-spaces"),
+        pytest.param("Friday, 06-Nov-76 08:49:37 GMT", 3_371_878_177,
+                     id="rfc850-50-years-ahead-is-the-future"),
+        pytest.param("Sunday, 06-Nov-77 08:49:37 GMT", 247_654_177,
+                     id="rfc850-over-50-years-ahead-is-the-past"),
+        pytest.param("sun, 06 Nov 1994 08:49:37 GMT", None, id="day-name-is-case-sensitive"),
+        pytest.param("Sun, 06 nov 1994 08:49:37 GMT", None, id="month-is-case-sensitive"),
+        pytest.param("Sun, 06 Nov 1994 08:49:37 gmt", None, id="gmt-is-case-sensitive"),
+        pytest.param("Sun, 6 Nov 1994 08:49:37 GMT", None, id="one-digit-day"),
+        pytest.param("06 Nov 1994 08:49:37 GMT", None, id="no-day-name"),
+        pytest.param("Sun, 06 Nov 1994 08:49 GMT", None, id="no-seconds"),
+        pytest.param("Sun, 31 Feb 1994 08:49:37 GMT", None, id="no-such-day"),
+        pytest.param("Sun, 06 Nov 1994 24:00:00 GMT", None, id="hour-24"),
+        pytest.param("Sun, 06 Nov 0000 08:49:37 GMT", None, id="year-zero"),
+        pytest.param("Sun, \u0660\u0666 Nov 1994 08:49:37 GMT", None, id="non-ascii-digits"),
+    ],
+)
+def test_parse_http_date(value: str, expected: int | None) -> None:
+    """Exactly one HTTP-date in any of its three forms (RFC 9110 §5.6.7) gives its time;
+    anything else gives None."""
+    assert http.parse_http_date(value, now=NOW_2026) == expected
 
 
 @pytest.mark.parametrize(

@@ -127,6 +127,7 @@ CASES = {
     "options": [get(WK, "Access-Control-Request-Headers: content-type", method="OPTIONS")],
     "post": [get(WK, "Content-Length: 0", method="POST")],
     "query-string": [get(WK, path=f"/v1/projects/{WK}/settings?x=1")],
+    "query-ending-in-settings": [get(WK, path=f"/v1/projects/{WK}/settings?next=/settings")],
     "escaped": [get(WK, path="/v1/projects/srvkey%31/settings")],
     "unknown-key": [get("neverpublished")],
     "impossible-key": [get("a.b")],
@@ -145,6 +146,22 @@ def test_inline_answer_equals_asgi_answer(edges: tuple[int, int], case: str) -> 
 
     assert fast.startswith(b"HTTP/1.1 ")
     assert normalized(fast) == normalized(plain)
+
+
+def test_malformed_conditions_are_no_conditions(edges: tuple[int, int]) -> None:
+    """Junk glued to the current ETag, and two If-Modified-Since dates (each one recent
+    enough for a 304), are not conditions (RFC 9110 §13.1.2, §13.1.3): a 200, from either
+    path."""
+    etag = ETAG_RE.search(exchange(edges[0], get(WK)))
+    assert etag
+    tag = etag.group(1).decode()
+    since = "If-Modified-Since: Wed, 15 Nov 2023 00:00:00 GMT"
+    assert exchange(edges[0], get(WK, since)).startswith(b"HTTP/1.1 304 ")
+
+    for port in edges:
+        for request in (get(WK, f"If-None-Match: {tag}x"), get(WK, f'If-None-Match: W/"x"W/{tag}'),
+                        get(WK, since, since)):
+            assert exchange(port, request).startswith(b"HTTP/1.1 200 "), (port, request)
 
 
 def test_revalidation_with_current_etag_is_inline_304(edges: tuple[int, int]) -> None:
