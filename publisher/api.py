@@ -5,11 +5,14 @@ with the resource and ``bundle`` — what the write did to the source's publishe
 Requests authenticate with ``Authorization: Bearer <token>`` (``publisher.auth``); shapes and
 request parsing live in ``publisher.api_shapes``, bodies and error mapping in
 ``publisher.api_http``. Service calls are synchronous (SQLite, sync Redis) and run in the
-thread pool; resources are opened in the lifespan, nothing at import.
+thread pool; resources are opened in the lifespan, nothing at import. The lifespan also runs
+``publisher.retry``: what a Redis failure left pending is published once Redis answers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -36,6 +39,7 @@ from publisher.api_http import (
 from publisher.auth import RateLimiter
 from publisher.errors import InvalidArgument, NotFound
 from publisher.model import Source
+from publisher.retry import publish_pending
 from publisher.service import PublishResult, Service
 from publisher.settings import PublisherSettings
 from publisher.webhook import config_changed
@@ -269,9 +273,15 @@ def create_app(settings: PublisherSettings, *, service: Service | None = None,
 
             svc = await run_in_threadpool(build_service, settings)
         limiter = RateLimiter(settings.rate_limit, now)
+        retry = (asyncio.create_task(publish_pending(svc, settings.retry_interval))
+                 if settings.retry_interval > 0 else None)
         try:
             yield {"api": ApiState(svc, settings, limiter, now)}
         finally:
+            if retry is not None:
+                retry.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retry
             if service is None:
                 svc.store.close()
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -153,6 +153,16 @@ class RedisPublisher:
         if raw is None:
             return None
         return keyspace.decode_pointer(cast(bytes, raw))
+
+    def currents(self, write_keys: Sequence[str]) -> list[tuple[int, str] | None]:
+        """``current`` of many sources in one MGET; a malformed pointer reads as ``None``."""
+        out: list[tuple[int, str] | None] = []
+        for raw in self.client.mget([keyspace.current_key(k) for k in write_keys]):
+            try:
+                out.append(None if raw is None else keyspace.decode_pointer(cast(bytes, raw)))
+            except (ValueError, UnicodeDecodeError):
+                out.append(None)
+        return out
 
     def kept_versions(self, write_key: str) -> list[int]:
         """The version numbers Redis still holds for rollback, oldest first."""

@@ -5,8 +5,9 @@ The Config API, the webhook and the declarative workspace file all describe a ch
 destination rules) before anything is written, commits it with the new revision and the new
 bundle row in one SQLite transaction, and only then writes the bundle to Redis. So a refusal
 changes nothing, and an accepted change is never lost: if Redis is unreachable the bundle is
-already in SQLite and the result says ``pending``; ``republish --all`` (or the next write)
-puts it in Redis.
+already in SQLite and the result says ``pending``; ``serve`` publishes it once Redis answers
+again (``retry_pending``, every ``PUBLISHER_RETRY_INTERVAL``; ``find_pending`` at start), and
+``republish --all`` or the next write of the source does too.
 
 One lock serialises writes: the publisher is the single writer of a deployment.
 """
@@ -126,6 +127,8 @@ class Service:
         self.propagation_seconds = propagation_seconds
         self.clock = clock
         self._lock = threading.RLock()
+        # write keys whose committed bundle Redis may lack (a failed write): retry_pending
+        self.pending: set[str] = set()
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -414,7 +417,10 @@ class Service:
         try:
             self.publisher.write(write_key, bundle)
         except redis.RedisError as exc:
-            return True, f"Redis unreachable, publish pending ({exc}); run `republish --all`"
+            self.pending.add(write_key)
+            return True, (f"Redis unreachable, publish pending ({exc}); `serve` retries it, "
+                          "or run `republish --all`")
+        self.pending.discard(write_key)
         return False, ""
 
     def _result(self, source: Source, bundle: Bundle, changed: bool, *, pending: bool = False,
@@ -456,12 +462,16 @@ class Service:
                 if self.publisher is None:
                     pending, error = True, "no Redis configured"
                 else:
+                    keys = {src.write_key for src, _, _ in staged}
                     try:
                         self.publisher.write_many(
                             ((src.write_key, bundle) for src, bundle, _ in staged), batch=batch)
                     except redis.RedisError as exc:
+                        self.pending |= keys
                         pending, error = True, (f"Redis unreachable, publish pending ({exc}); "
                                                 "run `republish --all`")
+                    else:
+                        self.pending -= keys
             for src, bundle, changed in staged:
                 yield self._result(src, bundle, changed, pending=pending, error=error)
 
@@ -482,8 +492,48 @@ class Service:
                 try:
                     self.publisher.point(source.write_key, bundle)
                 except redis.RedisError as exc:
+                    self.pending.add(source.write_key)
                     pending, error = True, f"Redis unreachable, rollback pending ({exc})"
+                else:
+                    self.pending.discard(source.write_key)
             return self._result(source, bundle, True, pending=pending, error=error)
+
+    def find_pending(self, *, batch: int = 1000) -> int:
+        """Add to ``pending`` every source whose Redis pointer is not its SQLite current
+        bundle — what a stop between commit and publish, or a Redis flush, leaves behind —
+        and return how many. Raises ``redis.RedisError`` when Redis cannot be read."""
+        if self.publisher is None:
+            return 0
+        found = 0
+        rows = self.store.current_pointers()
+        while chunk := list(itertools.islice(rows, batch)):
+            served = self.publisher.currents([write_key for write_key, _, _ in chunk])
+            for (write_key, version, etag), pointer in zip(chunk, served, strict=True):
+                if pointer != (version, etag):
+                    self.pending.add(write_key)
+                    found += 1
+        return found
+
+    def retry_pending(self) -> tuple[int, int]:
+        """Publish the current bundle of each ``pending`` source that Redis still lacks, one
+        source at a time under the write lock, stopping at the first Redis failure; returns
+        ``(published, still pending)``."""
+        published = 0
+        for write_key in sorted(self.pending):
+            with self._lock:
+                source = self.store.get_source_by_write_key(write_key)
+                bundle = None if source is None else self.store.current_bundle(source.id)
+                if source is None or bundle is None:  # deleted since, or nothing committed
+                    self.pending.discard(write_key)
+                    continue
+                if not self._redis_behind(source, bundle):  # a later write published it
+                    self.pending.discard(write_key)
+                    continue
+                failed, _ = self._write_redis(write_key, bundle)
+            if failed:
+                break
+            published += 1
+        return published, len(self.pending)
 
     def status(self, source: Source) -> dict[str, Any]:
         """Publish status: current version, ETag, times, kept versions, Redis agreement."""

@@ -27,6 +27,16 @@ def _int(name: str, raw: str, minimum: int) -> int:
     return value
 
 
+def _seconds(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise SettingsError(f"{name} must be >= 0 seconds, got {raw!r}")
+    return value
+
+
 def _port(name: str, raw: str) -> int:
     value = _int(name, raw, 0)
     if value > 65535:
@@ -74,6 +84,9 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
      "seconds a webhook timestamp may differ from the publisher's clock"),
     ("rate_limit", "PUBLISHER_RATE_LIMIT", "200", lambda n, r: _int(n, r, 1),
      "Config API requests per minute per token (429 above)"),
+    ("retry_interval", "PUBLISHER_RETRY_INTERVAL", "10", _seconds,
+     "`serve`: seconds between attempts to publish what a Redis failure left pending "
+     "(0: never; `republish --all` still does)"),
 )
 
 
@@ -91,6 +104,7 @@ class PublisherSettings:
     webhook_secret: str = ""
     webhook_tolerance: int = 300
     rate_limit: int = 200
+    retry_interval: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PublisherSettings:

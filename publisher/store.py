@@ -721,6 +721,21 @@ class Store:
                 yield source, bundle
             last = rows[-1]["id"]
 
+    def current_pointers(self) -> Iterator[tuple[str, int, str]]:
+        """``(write_key, version, etag)`` of every source's current bundle, in pages, without
+        the bytes: what Redis's pointers should say (the publisher's check at start)."""
+        last = 0
+        while True:
+            rows = self._all(
+                "SELECT s.id, s.write_key, b.version, b.etag FROM sources s"
+                " JOIN bundles b ON b.source_id = s.id AND b.version = s.current_version"
+                " WHERE s.id > ? ORDER BY s.id LIMIT 1000", (last,))
+            if not rows:
+                return
+            for row in rows:
+                yield row["write_key"], row["version"], row["etag"]
+            last = rows[-1]["id"]
+
     def sources_with_bundles(self, source_ids: Sequence[int]) -> set[int]:
         """Those of ``source_ids`` that hold at least one bundle (published at some point)."""
         rows = self._all("SELECT DISTINCT source_id FROM bundles"

@@ -1,0 +1,51 @@
+"""Publishing what a Redis failure left pending, beside the Config API (``serve``).
+
+A write commits to SQLite, then publishes to Redis; when Redis fails in between, the answer
+says ``pending`` and the change waits in SQLite (publisher/service.py). Left alone it would
+wait for the source's next write or an operator's ``republish --all`` — and a webhook sender
+that resends on "pending" gets its first reply back, not a new attempt. So ``serve`` compares
+every source's Redis pointer with SQLite once at start (a publisher stopped between commit and
+publish) and then retries the pending sources every ``PUBLISHER_RETRY_INTERVAL`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis
+from starlette.concurrency import run_in_threadpool
+
+from publisher.service import Service
+
+log = logging.getLogger("publisher.retry")
+
+
+async def publish_pending(service: Service, interval: float) -> None:
+    """Run until cancelled: check every source once, then publish the pending ones each
+    ``interval`` seconds. Logs what it publishes and, once per change, what stays pending."""
+    checked = False
+    reported = 0
+    while True:
+        try:
+            if not checked:
+                found = await run_in_threadpool(service.find_pending)
+                checked = True
+                if found:
+                    log.warning("%d sources are not published to Redis as SQLite has them; "
+                                "publishing them", found)
+            if service.pending:
+                published, left = await run_in_threadpool(service.retry_pending)
+                if published:
+                    log.warning("published %d pending sources to Redis", published)
+                if left and left != reported:
+                    log.warning("%d sources still pending: Redis unreachable; retrying every "
+                                "%gs", left, interval)
+                reported = left
+        except redis.RedisError as exc:
+            if not checked or reported != -1:
+                log.warning("Redis unreachable (%s); checking again in %gs", exc, interval)
+            reported = -1
+        except Exception:  # a bug must not stop the retries: log it, try again later
+            log.exception("publishing pending sources failed; trying again in %gs", interval)
+        await asyncio.sleep(interval)

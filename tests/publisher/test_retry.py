@@ -1,0 +1,152 @@
+"""What a Redis failure leaves pending is published once Redis answers: ``retry_pending``,
+``find_pending`` at start, and the loop ``serve`` runs (``publisher.retry``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from starlette.testclient import TestClient
+
+from edge import keyspace
+from publisher.api import create_app
+from publisher.auth import create_token
+from publisher.catalog import default_catalog
+from publisher.model import Instance, Source
+from publisher.publish import RedisPublisher
+from publisher.service import Service
+from publisher.settings import PublisherSettings, SettingsError
+from publisher.store import Store
+
+# Redis refusing connections, with the client build_service makes (from_url: no retries)
+DOWN = RedisPublisher(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=5,
+                                           socket_connect_timeout=2))
+
+
+@pytest.fixture
+def service(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Service]:
+    with Store.open(str(tmp_path / "config.db")) as store:
+        yield Service(store, default_catalog(), RedisPublisher(redis_client),
+                      clock=lambda: 1_700_000_000)
+
+
+def source(service: Service, n: int, api_key: str = "key") -> Source:
+    ws = service.store.get_workspace("acme") or service.store.create_workspace("acme", "Acme")
+    src = service.store.create_source(ws.id, f"site-{n}", f"Site {n}", "web",
+                                      write_key=f"acmeSiteWriteKey{n:04d}")
+    service.store.replace_instances(src.id, [Instance(
+        id="amp", catalog_slug="amplitude", display_name="Amplitude",
+        connection_mode="DEVICE", enabled=True, settings={"apiKey": api_key})])
+    return src
+
+
+def served_version(client: redis.Redis, write_key: str) -> int | None:
+    pointer = client.get(keyspace.current_key(write_key))
+    return None if pointer is None else keyspace.decode_pointer(pointer)[0]
+
+
+def test_a_publish_redis_missed_is_retried(service: Service, redis_client: redis.Redis) -> None:
+    """A write that Redis refused is pending; retry_pending publishes it once Redis answers."""
+    good, service.publisher = service.publisher, DOWN
+    src = source(service, 0)
+
+    result = service.publish(src)
+    still_down = service.retry_pending()
+    service.publisher = good
+    retried = service.retry_pending()
+
+    assert result.pending and "`serve` retries it" in result.error
+    assert still_down == (0, 1)
+    assert retried == (1, 0) and not service.pending
+    assert served_version(redis_client, src.write_key) == result.version
+
+
+def test_find_pending_sees_what_redis_lacks(service: Service,
+                                            redis_client: redis.Redis) -> None:
+    """At start, every source whose Redis pointer differs from SQLite's current bundle —
+    never written, flushed, or behind — is found pending, and only those."""
+    sources = [source(service, n) for n in range(4)]
+    for src in sources:
+        service.publish(src)
+    redis_client.delete(keyspace.current_key(sources[1].write_key))  # flushed
+    service.publisher = DOWN
+    service.store.replace_instances(sources[2].id, [])
+    service.publish(sources[2])  # committed, Redis behind
+    restarted = Service(service.store, default_catalog(), RedisPublisher(redis_client))
+
+    found = restarted.find_pending(batch=3)
+    published = restarted.retry_pending()
+
+    assert found == 2 and published == (2, 0)
+    assert restarted.status(sources[1])["pending"] is False
+    assert served_version(redis_client, sources[2].write_key) == 2
+
+
+def test_find_pending_raises_when_redis_is_down(service: Service) -> None:
+    """The check at start cannot tell without Redis: it raises (the loop tries again)."""
+    source(service, 0)
+    service.publish(service.store.all_sources()[0])
+    service.publisher = DOWN
+
+    with pytest.raises(redis.RedisError):
+        service.find_pending()
+
+
+def test_pending_sources_deleted_or_published_since_are_dropped(
+        service: Service, redis_client: redis.Redis) -> None:
+    """A pending source deleted since, or published by a later write, is dropped without a
+    write."""
+    good, service.publisher = service.publisher, DOWN
+    gone, later = source(service, 0), source(service, 1)
+    service.publish(gone)
+    service.publish(later)
+    service.publisher = good
+    service.delete_source(gone)
+    service.store.replace_instances(later.id, [])
+    fresh = service.publish(later)
+    service.pending.add(later.write_key)  # as if that write's success came after a failure
+
+    assert service.retry_pending() == (0, 0)
+    assert served_version(redis_client, later.write_key) == fresh.version
+    assert served_version(redis_client, gone.write_key) is None
+
+
+@pytest.mark.parametrize(("raw", "ok"), [("0", True), ("2.5", True), ("-1", False),
+                                         ("soon", False), ("inf", False), ("nan", False)])
+def test_retry_interval_setting(raw: str, ok: bool) -> None:
+    """PUBLISHER_RETRY_INTERVAL takes seconds >= 0 (0 turns the loop off); anything else
+    stops the start with a message naming the variable."""
+    if ok:
+        assert PublisherSettings.from_env({"PUBLISHER_RETRY_INTERVAL": raw}).retry_interval \
+            == float(raw)
+        return
+    with pytest.raises(SettingsError, match="PUBLISHER_RETRY_INTERVAL"):
+        PublisherSettings.from_env({"PUBLISHER_RETRY_INTERVAL": raw})
+
+
+def test_serve_publishes_a_pending_write_by_itself(tmp_path: Path, service: Service,
+                                                   redis_client: redis.Redis) -> None:
+    """Under the Config API's lifespan a write Redis missed reaches Redis without another
+    request, once Redis answers again."""
+    settings = PublisherSettings(db_path=str(tmp_path / "config.db"),
+                                 redis_url="redis://127.0.0.1:1/0", retry_interval=0.05)
+    service.store.create_workspace("acme", "Acme")
+    token = create_token(service, "acme", "write")
+    good, service.publisher = service.publisher, DOWN
+
+    with TestClient(create_app(settings, service=service)) as client:
+        reply = client.post("/v1beta/workspaces/acme/sources",
+                            json={"source": {"slug": "shop", "type": "web"}},
+                            headers={"Authorization": f"Bearer {token}"})
+        assert reply.status_code == 200 and reply.json()["bundle"]["pending"] is True
+        write_key = reply.json()["bundle"]["write_key"]
+        service.publisher = good
+        deadline = time.monotonic() + 10
+        while served_version(redis_client, write_key) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    assert served_version(redis_client, write_key) == 1
+    assert not service.pending
