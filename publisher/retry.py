@@ -5,7 +5,8 @@ says ``pending`` and the change waits in SQLite (publisher/service.py). Left alo
 wait for the source's next write or an operator's ``republish --all`` — and a webhook sender
 that resends on "pending" gets its first reply back, not a new attempt. So ``serve`` compares
 every source's Redis pointer with SQLite once at start (a publisher stopped between commit and
-publish) and then retries the pending sources every ``PUBLISHER_RETRY_INTERVAL`` seconds.
+publish) and then retries the pending sources every ``PUBLISHER_RETRY_INTERVAL`` seconds — a
+source deleted while Redis was down is removed from it the same way.
 """
 
 from __future__ import annotations

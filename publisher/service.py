@@ -208,8 +208,8 @@ class Service:
             if self.publisher is not None:
                 try:
                     self.publisher.delete_source(source.write_key)
-                except redis.RedisError:
-                    pass  # nothing to serve from SQLite any more; a stale key is harmless
+                except redis.RedisError:  # Redis would serve it on: retry_pending deletes it
+                    self.pending.add(source.write_key)
 
     # -- instances -------------------------------------------------------------------------
 
@@ -515,15 +515,21 @@ class Service:
         return found
 
     def retry_pending(self) -> tuple[int, int]:
-        """Publish the current bundle of each ``pending`` source that Redis still lacks, one
-        source at a time under the write lock, stopping at the first Redis failure; returns
-        ``(published, still pending)``."""
+        """Publish the current bundle of each ``pending`` source that Redis still lacks (and
+        delete from Redis a pending source SQLite no longer has), one source at a time under
+        the write lock, stopping at the first Redis failure; returns ``(published, still
+        pending)``."""
         published = 0
         for write_key in sorted(self.pending):
             with self._lock:
                 source = self.store.get_source_by_write_key(write_key)
+                if source is None and self.publisher is not None:  # deleted: not to be served
+                    try:
+                        self.publisher.delete_source(write_key)
+                    except redis.RedisError:
+                        break
                 bundle = None if source is None else self.store.current_bundle(source.id)
-                if source is None or bundle is None:  # deleted since, or nothing committed
+                if source is None or bundle is None:
                     self.pending.discard(write_key)
                     continue
                 if not self._redis_behind(source, bundle):  # a later write published it

@@ -114,6 +114,23 @@ def test_pending_sources_deleted_or_published_since_are_dropped(
     assert served_version(redis_client, gone.write_key) is None
 
 
+def test_a_source_deleted_while_redis_is_down_is_deleted_from_redis_later(
+        service: Service, redis_client: redis.Redis) -> None:
+    """Deleting a source while Redis is down leaves it pending: retry_pending removes its
+    keys once Redis answers, so the edge stops serving it."""
+    src = source(service, 0)
+    service.publish(src)
+    good, service.publisher = service.publisher, DOWN
+
+    service.delete_source(src)
+    assert service.retry_pending() == (0, 1)
+    service.publisher = good
+    assert served_version(redis_client, src.write_key) == 1  # still served until then
+
+    assert service.retry_pending() == (0, 0)
+    assert redis_client.keys(f"{keyspace.tag(src.write_key)}:*") == []
+
+
 @pytest.mark.parametrize(("raw", "ok"), [("0", True), ("2.5", True), ("-1", False),
                                          ("soon", False), ("inf", False), ("nan", False)])
 def test_retry_interval_setting(raw: str, ok: bool) -> None:
