@@ -236,7 +236,7 @@ class BundleCache:
 
     async def _load(self, write_key: str) -> _Result:
         try:
-            for _ in range(2):  # a second read only when instant mode evicted us mid-flight
+            for _ in range(2):  # a second read only when instant mode expired us mid-flight
                 result = await self._read(write_key)
                 flight = self._flights.get(write_key)
                 if flight is None or not flight.dirty:
@@ -313,14 +313,22 @@ class BundleCache:
 
     # -- instant mode and introspection ----------------------------------------------------
 
-    def evict(self, write_key: str) -> bool:
-        """Drop a key's copy and negative entry (a publish message named it)."""
+    def expire(self, write_key: str, version: int | None = None) -> bool:
+        """A publish message named ``write_key`` (instant mode): its next request re-checks it
+        against Redis, and its held copy stays to be served stale should Redis fail by then
+        (dropping it would turn an outage right after a publish into 503s). Its negative and
+        corrupt marks go at once. False when no copy is held, or the held one is ``version``.
+        """
         flight = self._flights.get(write_key)
         if flight is not None:
             flight.dirty = True
         self._negative.pop(write_key, None)
         self._corrupt.pop(write_key, None)
-        return self._entries.pop(write_key, None) is not None
+        entry = self._entries.get(write_key)
+        if entry is None or entry.version == version:
+            return False
+        entry.fresh_until = -math.inf
+        return True
 
     def expire_all(self) -> None:
         """Make every held entry re-check its pointer on next use (missed publish messages)."""

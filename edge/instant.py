@@ -1,4 +1,4 @@
-"""Instant mode: follow the publish channel and drop a replaced bundle the moment it changes.
+"""Instant mode: follow the publish channel and re-check a bundle the moment it changes.
 
 The subscription is a best-effort accelerator on top of the refresh interval, never a
 replacement: while it is down the edge falls back to re-checking pointers every
@@ -34,12 +34,12 @@ class Subscription:
 
     def handle(self, data: bytes | str) -> None:
         try:
-            write_key, _version = keyspace.decode_message(data)
+            write_key, version = keyspace.decode_message(data)
         except ValueError:
             log.warning("ignoring malformed publish message %r", data)
             return
-        if self.cache.evict(write_key):
-            self.cache.metrics.instant_evictions += 1
+        if self.cache.expire(write_key, version):
+            self.cache.metrics.instant_rechecks += 1
 
     async def run(self) -> None:
         while True:

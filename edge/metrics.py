@@ -21,7 +21,7 @@ class Metrics:
         self.negative_hits = 0
         self.redis_errors = 0
         self.unavailable = 0
-        self.instant_evictions = 0
+        self.instant_rechecks = 0
 
 
 def _escape(value: str) -> str:
@@ -73,9 +73,9 @@ def render(
     family("edge_unavailable_total", "counter",
            "503 answers: key never seen while Redis was unreachable.",
            [("", metrics.unavailable)])
-    family("edge_instant_evictions_total", "counter",
-           "Bundles dropped by a publish message (instant mode).",
-           [("", metrics.instant_evictions)])
+    family("edge_instant_rechecks_total", "counter",
+           "Held bundles a publish message sent to re-check against Redis (instant mode).",
+           [("", metrics.instant_rechecks)])
     rows = list(cached)
     family("edge_cache_entries", "gauge", "Bundles held in memory.", [("", len(rows))])
     family("edge_cache_stale_entries", "gauge", "Held bundles currently marked stale.",

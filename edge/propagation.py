@@ -3,7 +3,7 @@
 A change is visible to a user only after every cache between Redis and the page has let go of
 the old bundle. Three layers hold copies, each with a lifetime named by a setting:
 
-    edge     E = EDGE_REFRESH_INTERVAL          (0 in instant mode: the publish evicts it)
+    edge     E = EDGE_REFRESH_INTERVAL          (0 in instant mode: the publish expires it)
     shared   S = EDGE_S_MAXAGE + EDGE_STALE_WHILE_REVALIDATE      (CDN, nginx)
     browser  B = EDGE_MAX_AGE  + EDGE_STALE_WHILE_REVALIDATE
 

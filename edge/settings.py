@@ -183,7 +183,7 @@ OPTIONS: tuple[Option, ...] = (
            "Declare that every downstream cache honours Age (RFC 9111 §4.2.3): the "
            "propagation terms then take their maximum instead of adding up."),
     Option("EDGE_INSTANT", "instant", _bool, "a boolean", _nonempty,
-           "Subscribe to the publish channel and drop a replaced bundle at once."),
+           "Subscribe to the publish channel and re-check a replaced bundle at once."),
     Option("EDGE_FAST_PATH", "fast_path", _bool, "a boolean", _nonempty,
            "Answer GET/HEAD of the settings route inside the HTTP protocol (edge/server.py): "
            "held bundles without any task; false sends every request through the ASGI app."),

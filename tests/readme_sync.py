@@ -58,8 +58,9 @@ def propagation() -> str:
         "The edge refuses to start when the worst case exceeds `EDGE_PROPAGATION_BUDGET`",
         "(default 30 minutes) and names the settings at fault. Every publish reports",
         "`visible_everywhere_by` = `published_at` + the worst case (CLI `show`, the Config API's",
-        "publish status). `EDGE_INSTANT=true` subscribes the edge to `sc:published` and evicts a",
-        "replaced bundle at once, so E = 0. The edge sends `Age` (seconds since it last verified",
+        "publish status). `EDGE_INSTANT=true` subscribes the edge to `sc:published` and re-checks",
+        "a replaced bundle at once (its old copy kept only as a fallback should Redis fail), so",
+        "E = 0. The edge sends `Age` (seconds since it last verified",
         "its copy against Redis); with `EDGE_CACHES_HONOUR_AGE=true` (every cache honours `Age`,",
         "RFC 9111 §4.2.3) the terms no longer add up and the bound is their maximum.",
         f"`stale-if-error` ({life['stale_if_error']} s) is outside the bound: it applies only "

@@ -323,22 +323,40 @@ async def test_pruned_version_is_re_resolved(
     assert (source.pointers, source.envelopes) == (2, 2)
 
 
-async def test_evict_drops_entry_and_negative_result(
+async def test_expire_rechecks_and_drops_negative_result(
     source: CountingSource, redis_client: redis.Redis
 ) -> None:
-    """evict() (instant mode) forgets a key's copy and its negative entry at once."""
+    """expire() (a publish message, instant mode) makes the next request re-check a key's copy
+    and forgets its negative entry at once; a message naming the held version changes nothing."""
     publish(redis_client, "wk1")
     cache = make_cache(source, ManualClock())
     await cache.get("wk1")
     await cache.get("nope")
     publish(redis_client, "wk1", document("wk1", X={}), version=2)
 
-    assert cache.evict("wk1") is True
-    cache.evict("nope")
+    assert cache.expire("wk1", 1) is False
+    assert cache.expire("wk1", 2) is True
+    cache.expire("nope", 1)
     entry = await cache.get("wk1")
 
     assert entry is not None and entry.version == 2
     assert cache.negative_count() == 0
+
+
+async def test_expired_copy_is_served_stale_when_redis_fails(
+    source: CountingSource, redis_client: redis.Redis
+) -> None:
+    """A copy a publish message expired is kept: if Redis fails before the re-check, it is
+    served stale instead of a 503."""
+    publish(redis_client, "wk1")
+    cache = make_cache(source, ManualClock())
+    await cache.get("wk1")
+    cache.expire("wk1", 2)
+    source.fail = True
+
+    entry = await cache.get("wk1")
+
+    assert entry is not None and entry.stale and entry.version == 1
 
 
 async def test_store_current_reads_pointer_and_bytes_in_one_call(
@@ -516,10 +534,10 @@ async def test_one_corrupt_source_stops_only_itself(
     assert fixed is not None and fixed.version == 4
 
 
-async def test_evict_forgets_a_corrupt_source(
+async def test_expire_forgets_a_corrupt_source(
     source: CountingSource, redis_client: redis.Redis
 ) -> None:
-    """A publish message (evict) for a source found corrupt lets the next request read it."""
+    """A publish message (expire) for a source found corrupt lets the next request read it."""
     publish(redis_client, "bad")
     redis_client.hset(keyspace.version_key("bad", 1), keyspace.F_PUBLISHED_AT, b"-5")
     cache = make_cache(source, ManualClock(), retry_interval=60.0)
@@ -527,7 +545,7 @@ async def test_evict_forgets_a_corrupt_source(
         await cache.get("bad")
     publish(redis_client, "bad", version=2)
 
-    cache.evict("bad")
+    cache.expire("bad", 2)
     entry = await cache.get("bad")
 
     assert entry is not None and entry.version == 2

@@ -1,4 +1,4 @@
-"""Instant mode: a publish message on the channel drops the edge's copy at once."""
+"""Instant mode: a publish message on the channel makes the edge re-check its copy at once."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 5.0)
         time.sleep(0.01)
 
 
-def test_publish_message_evicts_before_refresh_interval(
+def test_publish_message_rechecks_before_refresh_interval(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
     """With EDGE_INSTANT the new version is served right after the publish message, with the
@@ -38,7 +38,7 @@ def test_publish_message_evicts_before_refresh_interval(
 
         publish(redis_client, "wk1", document("wk1", Amplitude={}), version=2, announce=True)
         wait_until(
-            lambda: "edge_instant_evictions_total 1" in client.get("/metrics").text, "eviction"
+            lambda: "edge_instant_rechecks_total 1" in client.get("/metrics").text, "re-check"
         )
         second = client.get("/v1/projects/wk1/settings")
 
