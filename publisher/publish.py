@@ -2,9 +2,11 @@
 
 A publish is one Lua script (atomic, like MULTI/EXEC) that writes the version hash
 ``sc:{wk}:v:<n>``, records ``n`` in ``sc:{wk}:versions``, moves ``sc:{wk}:current``, sends
-``<wk> <n>`` on ``sc:published`` (edges in instant mode evict at once) and deletes versions
+``<wk> <n>`` on ``sc:published`` (edges in instant mode re-check at once) and deletes versions
 beyond ``keep_versions``, never the current one — so an edge that reads the pointer and then
-the hash never finds a missing or half-written version. All of a source's keys share one hash
+the hash never finds a missing or half-written version. Only a rollback moves the pointer to
+a lower version: a publish that arrives after a higher one (two publisher processes, or
+``republish --all`` beside ``serve``) changes nothing. All of a source's keys share one hash
 tag, so the script also runs on Redis Cluster, and ``write_many`` pipelines many sources'
 scripts per round trip for ``republish --all``.
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -80,6 +82,13 @@ def _ints(members: Any) -> list[int]:
 _INSTALL = """
 local vkey, zkey, ckey = KEYS[1], KEYS[2], KEYS[3]
 local version = ARGV[1]
+if ARGV[11] ~= '1' then
+  local current = redis.call('GET', ckey)
+  local served = current and tonumber(string.match(current, '^(%d+) '))
+  if served and served > tonumber(version) then
+    return -1
+  end
+end
 redis.call('HSET', vkey, 'json', ARGV[2], 'gzip', ARGV[3], 'etag', ARGV[4],
            'published_at', ARGV[5], 'revision', ARGV[6], 'version', version)
 redis.call('ZADD', zkey, version, version)
@@ -109,20 +118,25 @@ class RedisPublisher:
         self.keep_versions = keep_versions
         self._install_script = client.register_script(_INSTALL)
 
-    def write(self, write_key: str, bundle: Bundle) -> None:
-        """Publish a new version: hash, history, pointer, message and pruning, atomically."""
-        self._install(write_key, bundle, self.client)
+    def write(self, write_key: str, bundle: Bundle) -> bool:
+        """Publish a version: hash, history, pointer, message and pruning, atomically —
+        unless Redis already serves a higher version of the source, which a concurrent
+        publish (another process, or one that got there first) wrote: then nothing, and
+        False. Versions only grow, so a late write never moves the pointer back."""
+        return bool(self._install(write_key, bundle, self.client, force=False) != -1)
 
     def point(self, write_key: str, bundle: Bundle) -> None:
-        """Make ``bundle`` current again (rollback, or restore after a flush).
+        """Make ``bundle`` current whatever Redis serves (rollback to a lower version).
 
         The hash is rewritten from the given bytes in the same script that moves the pointer;
         the bytes are those SQLite recorded, so rewriting an existing hash is a no-op.
         """
-        self._install(write_key, bundle, self.client)
+        self._install(write_key, bundle, self.client, force=True)
 
-    def write_many(self, items: Iterable[tuple[str, Bundle]], *, batch: int = 500) -> int:
-        """``point`` for many sources, ``batch`` scripts per round trip (``republish --all``).
+    def write_many(self, items: Iterable[tuple[str, Bundle]], *, batch: int = 500,
+                   rolled_back: Collection[str] = ()) -> int:
+        """``write`` for many sources (``point`` for the ``rolled_back`` ones), ``batch``
+        scripts per round trip (``republish --all``).
 
         Each source is still installed atomically; a Redis error propagates, and the sources
         of the failed batch may or may not have been written (writing them again is harmless).
@@ -130,22 +144,22 @@ class RedisPublisher:
         done = 0
         pipe = self.client.pipeline(transaction=False)
         for write_key, bundle in items:
-            self._install(write_key, bundle, pipe)
+            self._install(write_key, bundle, pipe, force=write_key in rolled_back)
             if len(pipe) >= batch:
                 done += len(pipe.execute())
         if len(pipe):
             done += len(pipe.execute())
         return done
 
-    def _install(self, write_key: str, bundle: Bundle, target: Any) -> None:
+    def _install(self, write_key: str, bundle: Bundle, target: Any, *, force: bool) -> Any:
         keys = [keyspace.version_key(write_key, bundle.version),
                 keyspace.versions_key(write_key), keyspace.current_key(write_key)]
         args: list[bytes | str | int] = [
             bundle.version, bundle.json, bundle.gzip, bundle.etag, bundle.published_at,
             bundle.revision, keyspace.encode_pointer(bundle.version, bundle.etag),
             self.keep_versions, keyspace.PUBLISHED_CHANNEL,
-            keyspace.encode_message(write_key, bundle.version)]
-        self._install_script(keys=keys, args=args, client=target)
+            keyspace.encode_message(write_key, bundle.version), "1" if force else "0"]
+        return self._install_script(keys=keys, args=args, client=target)
 
     def current(self, write_key: str) -> tuple[int, str] | None:
         """``(version, etag)`` of the current pointer, or ``None`` if the source is unpublished."""

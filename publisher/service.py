@@ -408,14 +408,20 @@ class Service:
             return False
         try:
             return self.publisher.current(source.write_key) != (bundle.version, bundle.etag)
-        except redis.RedisError:
+        except (redis.RedisError, ValueError, UnicodeDecodeError):  # (a malformed pointer)
             return True
 
-    def _write_redis(self, write_key: str, bundle: Bundle) -> tuple[bool, str]:
+    def _write_redis(self, write_key: str, bundle: Bundle, *,
+                     rolled_back: bool = False) -> tuple[bool, str]:
+        """Publish ``bundle`` (``point`` it when the source is rolled back to it); returns
+        ``(pending, error)``. A higher version Redis already serves stays (``write``)."""
         if self.publisher is None:
             return True, "no Redis configured"
         try:
-            self.publisher.write(write_key, bundle)
+            if rolled_back:
+                self.publisher.point(write_key, bundle)
+            else:
+                self.publisher.write(write_key, bundle)
         except redis.RedisError as exc:
             self.pending.add(write_key)
             return True, (f"Redis unreachable, publish pending ({exc}); `serve` retries it, "
@@ -456,16 +462,18 @@ class Service:
             pending, error = False, ""
             with self._lock:
                 with self.store.transaction():
-                    first = self._stage_unpublished([src for src, cur in chunk if cur is None])
+                    first = self._stage_unpublished([src for src, cur, _ in chunk if cur is None])
                 staged = [(src, first[src.id], True) if current is None else (src, current, False)
-                          for src, current in chunk]
+                          for src, current, _ in chunk]
+                rolled_back = {src.write_key for src, _, back in chunk if back}
                 if self.publisher is None:
                     pending, error = True, "no Redis configured"
                 else:
                     keys = {src.write_key for src, _, _ in staged}
                     try:
                         self.publisher.write_many(
-                            ((src.write_key, bundle) for src, bundle, _ in staged), batch=batch)
+                            ((src.write_key, bundle) for src, bundle, _ in staged), batch=batch,
+                            rolled_back=rolled_back)
                     except redis.RedisError as exc:
                         self.pending |= keys
                         pending, error = True, (f"Redis unreachable, publish pending ({exc}); "
@@ -535,7 +543,9 @@ class Service:
                 if not self._redis_behind(source, bundle):  # a later write published it
                     self.pending.discard(write_key)
                     continue
-                failed, _ = self._write_redis(write_key, bundle)
+                latest = self.store.latest_bundle(source.id)
+                back = latest is not None and bundle.version < latest.version
+                failed, _ = self._write_redis(write_key, bundle, rolled_back=back)
             if failed:
                 break
             published += 1

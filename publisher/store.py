@@ -696,18 +696,21 @@ class Store:
         )
         return _bundle(row) if row is not None else self.latest_bundle(source_id)
 
-    def current_bundles(self) -> Iterator[tuple[Source, Bundle | None]]:
-        """Every source with the bundle Redis should serve, in one pass (``republish --all``).
+    def current_bundles(self) -> Iterator[tuple[Source, Bundle | None, bool]]:
+        """Every source with the bundle Redis should serve, and whether that bundle is below
+        the source's highest kept version (rolled back), in one pass (``republish --all``).
 
         Rows are read in pages so that 100k sources need neither 100k queries nor all their
-        bytes in memory at once.
+        bytes in memory at once; each page is one consistent snapshot.
         """
         last = 0
         while True:
             rows = self._all(
                 "SELECT s.*, b.version AS b_version, b.etag AS b_etag,"
                 " b.published_at AS b_published_at, b.revision AS b_revision,"
-                " b.json AS b_json, b.gzip AS b_gzip FROM sources s"
+                " b.json AS b_json, b.gzip AS b_gzip,"
+                " (SELECT MAX(version) FROM bundles WHERE source_id = s.id) AS b_latest"
+                " FROM sources s"
                 " LEFT JOIN bundles b ON b.source_id = s.id AND b.version = s.current_version"
                 " WHERE s.id > ? ORDER BY s.id LIMIT 1000", (last,))
             if not rows:
@@ -718,7 +721,7 @@ class Store:
                     version=row["b_version"], etag=row["b_etag"],
                     published_at=row["b_published_at"], revision=row["b_revision"],
                     json=bytes(row["b_json"]), gzip=bytes(row["b_gzip"]))
-                yield source, bundle
+                yield source, bundle, bundle is not None and bundle.version < row["b_latest"]
             last = rows[-1]["id"]
 
     def current_pointers(self) -> Iterator[tuple[str, int, str]]:

@@ -318,3 +318,43 @@ def test_write_many_installs_every_source_in_batches(redis_client: redis.Redis) 
     assert sorted(m["data"] for m in messages if m) == sorted(
         keyspace.encode_message(key, n) for key in keys for n in (2, 3))
     pubsub.close()
+
+
+def test_a_late_write_never_moves_the_pointer_back(redis_client: redis.Redis) -> None:
+    """A write of a lower version than Redis serves (a publish from another process that
+    lost the race) changes nothing and says so; point (rollback) moves it back."""
+    publisher = RedisPublisher(redis_client)
+    assert publisher.write(WK, bundle(2)) is True
+
+    late = publisher.write(WK, bundle(1))
+    again = publisher.write(WK, bundle(2))
+
+    assert late is False and again is True
+    assert publisher.current(WK) == (2, bundle(2).etag)
+    assert not redis_client.exists(keyspace.version_key(WK, 1))
+    publisher.point(WK, bundle(1))
+    assert publisher.current(WK) == (1, bundle(1).etag)
+
+
+def test_write_many_moves_back_only_rolled_back_sources(redis_client: redis.Redis) -> None:
+    """republish --all restores a rolled-back source's lower version, and leaves a higher one
+    that another publish wrote meanwhile in place for every other source."""
+    publisher = RedisPublisher(redis_client)
+    publisher.write("rolled", bundle(3))
+    publisher.write("raced", bundle(3))
+
+    publisher.write_many([("rolled", bundle(1)), ("raced", bundle(2)), ("new", bundle(1))],
+                         rolled_back={"rolled"})
+
+    assert publisher.current("rolled") == (1, bundle(1).etag)
+    assert publisher.current("raced") == (3, bundle(3).etag)
+    assert publisher.current("new") == (1, bundle(1).etag)
+
+
+def test_a_malformed_pointer_is_overwritten(redis_client: redis.Redis) -> None:
+    """A pointer that is no '<version> <etag>' does not stop a write from replacing it."""
+    publisher = RedisPublisher(redis_client)
+    redis_client.set(keyspace.current_key(WK), b"garbage")
+
+    assert publisher.write(WK, bundle(1)) is True
+    assert publisher.current(WK) == (1, bundle(1).etag)

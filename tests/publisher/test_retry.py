@@ -131,6 +131,31 @@ def test_a_source_deleted_while_redis_is_down_is_deleted_from_redis_later(
     assert redis_client.keys(f"{keyspace.tag(src.write_key)}:*") == []
 
 
+@pytest.mark.parametrize("recover", ["retry_pending", "republish_all"])
+def test_a_rollback_redis_missed_is_restored(service: Service, redis_client: redis.Redis,
+                                             recover: str) -> None:
+    """A rollback Redis refused is published later, down to the lower version, by the retry
+    loop and by republish --all alike; a source merely behind is not moved back."""
+    src, other = source(service, 0, "one"), source(service, 1)
+    service.publish(src)
+    service.store.replace_instances(src.id, [])
+    service.publish(src)  # v2
+    good, service.publisher = service.publisher, DOWN
+    assert service.rollback(src, 1).pending
+    service.publisher = good
+    service.publish(other)
+    service.store.replace_instances(other.id, [])
+    newer = service.publish(other)  # other: v2 in SQLite and Redis
+
+    if recover == "retry_pending":
+        service.retry_pending()
+    else:
+        list(service.republish_all())
+
+    assert served_version(redis_client, src.write_key) == 1
+    assert served_version(redis_client, other.write_key) == newer.version == 2
+
+
 @pytest.mark.parametrize(("raw", "ok"), [("0", True), ("2.5", True), ("-1", False),
                                          ("soon", False), ("inf", False), ("nan", False)])
 def test_retry_interval_setting(raw: str, ok: bool) -> None:
@@ -167,3 +192,16 @@ def test_serve_publishes_a_pending_write_by_itself(tmp_path: Path, service: Serv
 
     assert served_version(redis_client, write_key) == 1
     assert not service.pending
+
+
+def test_a_malformed_pointer_reads_as_behind(service: Service,
+                                             redis_client: redis.Redis) -> None:
+    """A pointer in Redis that does not parse makes the source pending, not a crash; the
+    retry replaces it."""
+    src = source(service, 0)
+    service.publish(src)
+    redis_client.set(keyspace.current_key(src.write_key), b"garbage")
+
+    assert service.status(src)["pending"] is True
+    assert service.find_pending() == 1 and service.retry_pending() == (1, 0)
+    assert served_version(redis_client, src.write_key) == 1
