@@ -431,8 +431,8 @@ class Service:
 
     def _result(self, source: Source, bundle: Bundle, changed: bool, *, pending: bool = False,
                 error: str = "", revision: int | None = None) -> PublishResult:
-        visible = (bundle.published_at + self.propagation_seconds
-                   if self.propagation_seconds is not None else None)
+        visible = (bundle.published_at + self.propagation_seconds  # (not yet: unknown)
+                   if self.propagation_seconds is not None and not pending else None)
         return PublishResult(
             write_key=source.write_key,
             revision=source.revision if revision is None else revision,
@@ -484,7 +484,12 @@ class Service:
                 yield self._result(src, bundle, changed, pending=pending, error=error)
 
     def rollback(self, source: Source, version: int) -> PublishResult:
-        """Serve an earlier kept version again (the configuration itself is unchanged)."""
+        """Serve an earlier kept version again (the configuration itself is unchanged).
+
+        The version is re-dated to now: its Last-Modified and ``visible_everywhere_by`` count
+        from the rollback, so a client's If-Modified-Since from the version rolled away does
+        not keep that one (its bytes, and so its ETag, are the old version's).
+        """
         with self._lock:
             with self.store.transaction():
                 bundle = self.store.get_bundle(source.id, version)
@@ -492,7 +497,11 @@ class Service:
                     kept = [b.version for b in self.store.list_bundles(source.id)]
                     raise NotFound(f"version {version} of source {source.slug!r} is not kept "
                                    f"(kept: {kept})")
-                self.store.set_current(source.id, version)
+                current = self.store.current_bundle(source.id)
+                changed = current is None or current.version != version
+                if changed:
+                    bundle = replace(bundle, published_at=int(self.clock()))
+                self.store.set_current(source.id, version, published_at=bundle.published_at)
             pending, error = False, ""
             if self.publisher is None:
                 pending, error = True, "no Redis configured"
@@ -504,7 +513,7 @@ class Service:
                     pending, error = True, f"Redis unreachable, rollback pending ({exc})"
                 else:
                     self.pending.discard(source.write_key)
-            return self._result(source, bundle, True, pending=pending, error=error)
+            return self._result(source, bundle, changed, pending=pending, error=error)
 
     def find_pending(self, *, batch: int = 1000) -> int:
         """Add to ``pending`` every source whose Redis pointer is not its SQLite current

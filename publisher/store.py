@@ -678,14 +678,20 @@ class Store:
                 "UPDATE sources SET current_version = ? WHERE id = ?",
                 [(bundle.version, source_id) for source_id, bundle in items])
 
-    def set_current(self, source_id: int, version: int) -> None:
-        """Make a kept version the one Redis should serve (rollback records itself here)."""
+    def set_current(self, source_id: int, version: int, *, published_at: int | None = None
+                    ) -> None:
+        """Make a kept version the one Redis should serve (rollback records itself here);
+        ``published_at`` re-dates it (a rollback serves it again from that time on)."""
         with self.transaction():
             if self.get_bundle(source_id, version) is None:
                 raise NotFound(f"version {version} of source {source_id} is not kept")
             self._conn.execute(
                 "UPDATE sources SET current_version = ? WHERE id = ?", (version, source_id)
             )
+            if published_at is not None:
+                self._conn.execute(
+                    "UPDATE bundles SET published_at = ? WHERE source_id = ? AND version = ?",
+                    (published_at, source_id, version))
 
     def current_bundle(self, source_id: int) -> Bundle | None:
         """The bundle Redis should serve for the source (after a rollback: not the newest)."""

@@ -205,3 +205,4 @@ def test_a_malformed_pointer_reads_as_behind(service: Service,
     assert service.status(src)["pending"] is True
     assert service.find_pending() == 1 and service.retry_pending() == (1, 0)
     assert served_version(redis_client, src.write_key) == 1
+

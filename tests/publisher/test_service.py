@@ -87,3 +87,29 @@ def test_republish_refuses_what_the_compiler_refuses(service: Service,
 
     assert service.store.sources_with_bundles([good.id, bad.id]) == set()
     assert served(redis_client, good.write_key) is None
+
+
+def test_rollback_is_dated_when_it_happens(service: Service, redis_client: redis.Redis) -> None:
+    """A rollback re-dates the version it serves again (SQLite and Redis): Last-Modified and
+    visible_everywhere_by count from the rollback, not from the version's first publish. A
+    rollback to the version already served changes nothing."""
+    clock = [1_700_000_000.0]
+    service.clock = lambda: clock[0]
+    service.propagation_seconds = 512
+    src = imported(service, 0, [amplitude("one")])
+    service.publish(src)
+    service.store.replace_instances(src.id, [])
+    clock[0] += 3600
+    service.publish(src)  # v2
+    clock[0] += 60
+
+    back = service.rollback(src, 1)
+    same = service.rollback(src, 1)
+
+    assert back.changed and back.published_at == 1_700_003_660
+    assert back.visible_everywhere_by == 1_700_003_660 + 512
+    assert not same.changed and same.published_at == back.published_at
+    stored = service.store.get_bundle(src.id, 1)
+    assert stored is not None and stored.published_at == 1_700_003_660
+    assert redis_client.hget(keyspace.version_key(src.write_key, 1), "published_at") \
+        == b"1700003660"
