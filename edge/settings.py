@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 
 class SettingsError(ValueError):
@@ -104,10 +105,24 @@ def _port(value: Any) -> str | None:
     return None if 1 <= value <= 65535 else "must be a TCP port 1-65535"
 
 
-def _redis_url(value: Any) -> str | None:
-    if str(value).startswith(("redis://", "rediss://", "unix://")):
-        return None
-    return "must start with redis://, rediss:// or unix://"
+def redis_url_problem(value: Any) -> str | None:
+    """What is wrong with a Redis URL (the publisher checks its own with this too), or None.
+
+    redis-py reads a URL it cannot make sense of quietly: a database that is not a number
+    becomes database 0.
+    """
+    raw = str(value)
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        return "must start with redis://, rediss:// or unix://"
+    url = urlsplit(raw)
+    try:
+        url.port  # noqa: B018 (raises on a port that is no number or out of range)
+    except ValueError:
+        return "has no valid port"
+    db = url.path.strip("/") if url.scheme != "unix" else parse_qs(url.query).get("db", [""])[0]
+    if db and not (db.isascii() and db.isdigit()):
+        return f"names database {db!r}; a database is a number"
+    return None
 
 
 def _assets_dir(value: Any) -> str | None:
@@ -145,7 +160,7 @@ OPTIONS: tuple[Option, ...] = (
            "uvicorn worker processes (each holds its own cache)."),
     Option("EDGE_LOG_LEVEL", "log_level", str.lower, "a log level", _log_level,
            "uvicorn log level (access log is off)."),
-    Option("REDIS_URL", "redis_url", str, "a redis:// URL", _redis_url,
+    Option("REDIS_URL", "redis_url", str, "a redis:// URL", redis_url_problem,
            "Redis (or replica) holding the published bundles."),
     Option("EDGE_REDIS_TIMEOUT", "redis_timeout", float, "a number of seconds", _above(0),
            "Socket timeout of every Redis command: a hung Redis cannot hang requests."),

@@ -10,19 +10,18 @@ input is a 400 that says what to fix, never a crash. Read-only fields a GET retu
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from publisher.catalog import Catalog
 from publisher.errors import InvalidArgument, shown, type_name
-from publisher.model import Filter, Instance, Source
+from publisher.model import RESOURCE_ID_RE, Filter, Instance, Source
 from publisher.service import InstanceSpec, filter_dict
 
 MAX_INT = 2**63 - 1  # SQLite's INTEGER
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_ID_RE = RESOURCE_ID_RE
 _READ_ONLY = frozenset({"parent", "create_time", "update_time"})
 T = TypeVar("T")
 

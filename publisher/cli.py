@@ -118,7 +118,7 @@ def cmd_diff(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> in
 
 
 def cmd_sources(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
-    workspaces = ([svc.workspace(args.workspace)] if args.workspace
+    workspaces = ([svc.workspace(args.workspace)] if args.workspace is not None
                   else svc.store.list_workspaces())
     rows = []
     for ws in workspaces:
@@ -178,7 +178,7 @@ def parser() -> argparse.ArgumentParser:
         ).add_argument("--all", action="store_true", help="every source (required)")
     rb = add("rollback", cmd_rollback, "serve an earlier kept version of a source again")
     rb.add_argument("source")
-    rb.add_argument("version", type=int)
+    rb.add_argument("version", type=_version)
     add("show", cmd_show, "current version, ETag, publish time, visible-everywhere time"
         ).add_argument("source")
     add("diff", cmd_diff, "what publishing the source now would change").add_argument("source")
@@ -197,7 +197,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version(text: str) -> int:
+    """A version number argument: a whole number SQLite can hold (argparse names it)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) < 2**63:
+        raise argparse.ArgumentTypeError(f"a version is a whole number from 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for arg in sys.argv[1:] if argv is None else argv:
+        try:
+            arg.encode()
+        except UnicodeEncodeError:  # bytes the locale could not decode (surrogate escapes)
+            print(f"settings-cdn-publisher: argument {arg.encode(errors='replace')!r} is not "
+                  "valid UTF-8", file=sys.stderr)
+            return 2
     args = parser().parse_args(argv)
     if args.command == "workspace" and args.action == "create" and not args.slug:
         print("workspace create needs a SLUG", file=sys.stderr)
@@ -215,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         svc = build_service(settings, with_redis=needs_redis)
     except (SettingsError, ValueError) as exc:
         print(f"settings-cdn-publisher: {exc}", file=sys.stderr)
+        return 2
+    except PublisherError as exc:  # the database cannot be opened
+        print(f"settings-cdn-publisher: {exc.message} (PUBLISHER_DB / --db) [{exc.code}]",
+              file=sys.stderr)
         return 2
     try:
         status: int = args.func(svc, args, settings)

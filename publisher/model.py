@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SourceType = Literal["web", "ios", "android", "server", "project"]
 SOURCE_TYPES: tuple[str, ...] = ("web", "ios", "android", "server", "project")
 MOBILE_SOURCE_TYPES = frozenset({"ios", "android"})
+
+# The last segment of a resource name the Config API can address (filter and destination ids)
+RESOURCE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
 
 ConnectionMode = Literal["CLOUD", "DEVICE"]
 CONNECTION_MODES: tuple[str, ...] = ("CLOUD", "DEVICE")

@@ -33,7 +33,15 @@ from publisher import filters as filters_mod
 from publisher.catalog import Catalog, validate_settings
 from publisher.compile import CompileOptions, compile_bytes
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
-from publisher.model import CONNECTION_MODES, SOURCE_TYPES, Filter, Instance, Source, Workspace
+from publisher.model import (
+    CONNECTION_MODES,
+    RESOURCE_ID_RE,
+    SOURCE_TYPES,
+    Filter,
+    Instance,
+    Source,
+    Workspace,
+)
 from publisher.publish import Bundle, RedisPublisher, make_bundle
 from publisher.rules import RuleLimits, check_source, default_display_name
 from publisher.store import Store, new_instance_id
@@ -297,6 +305,10 @@ class Service:
                     by_title: Mapping[str, Filter] | None = None) -> Filter:
         valid = filters_mod.validate_filter(raw)
         given_id = raw.get("id") if isinstance(raw, Mapping) else None
+        if isinstance(given_id, str) and not RESOURCE_ID_RE.match(given_id):
+            raise InvalidArgument(f"filter.id {given_id[:40]!r} must be 1-100 letters, digits, "
+                                  "'_' or '-' (the last part of the filter's resource name)",
+                                  code="bad_id")
         match = (by_id or {}).get(given_id) if isinstance(given_id, str) else \
             (by_title or {}).get(valid["title"])
         filter_id = match.id if match else (given_id if isinstance(given_id, str)

@@ -11,6 +11,9 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
+
+from edge.settings import redis_url_problem
 
 
 class SettingsError(ValueError):
@@ -55,8 +58,11 @@ def _nonempty(name: str, raw: str) -> str:
 
 
 def _redis_url(name: str, raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise SettingsError(f"{name} must be a redis://, rediss:// or unix:// URL, got {raw!r}")
+    problem = redis_url_problem(raw)
+    if problem is not None:
+        url = urlsplit(raw)
+        shown = raw.replace(f":{url.password}@", ":***@") if url.password else raw
+        raise SettingsError(f"{name} {problem}, got {shown!r}")
     return raw
 
 

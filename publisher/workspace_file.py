@@ -20,6 +20,7 @@ revision.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from publisher.errors import InvalidArgument, PayloadTooLarge
+from publisher.errors import InvalidArgument, PayloadTooLarge, type_name
 from publisher.service import InstanceSpec, PublishResult, Service, check_slug, check_write_key
 
 _TOP = {"workspace", "sources"}
@@ -54,7 +55,7 @@ class WorkspaceDecl:
 
 def _obj(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise InvalidArgument(f"{where} must be an object, got {type(value).__name__}")
+        raise InvalidArgument(f"{where} must be an object, got {type_name(value)}")
     return value
 
 
@@ -73,7 +74,7 @@ def _str(obj: Mapping[str, Any], key: str, where: str, *, required: bool = True,
             raise InvalidArgument(f"{where}.{key} is required", code="missing_field")
         return None
     if not isinstance(value, str):
-        raise InvalidArgument(f"{where}.{key} must be a string, got {type(value).__name__}",
+        raise InvalidArgument(f"{where}.{key} must be a string, got {type_name(value)}",
                               code="wrong_type")
     return value
 
@@ -148,7 +149,11 @@ def read(path: Path, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise PayloadTooLarge(f"workspace file {str(path)!r} is {size} bytes; the limit "
                                   f"is {max_bytes} (PUBLISHER_MAX_FILE_BYTES)")
-        with path.open("rb") as fh:
+        # O_NONBLOCK: opening a named pipe nobody writes to would wait forever; once open,
+        # reads block again (a pipe with a writer, as <(...) or /dev/stdin, is read to EOF)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as fh:
             data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise InvalidArgument(f"cannot read workspace file {str(path)!r}: {exc.strerror}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,10 @@ WEB_DEST = ["sources", 0, "destinations"]
                  "uses uppercase(), which device-mode filters cannot", id="browser-cannot-run"),
     pytest.param(_set([*WEB_DEST, 1, "filters", 0, "if"], 'event = "unterminated'),
                  "unterminated string", id="fql-syntax"),
+    pytest.param(_set([*WEB_DEST, 1, "filters", 0, "id"], "../x/y"),
+                 "filter.id '../x/y' must be 1-100 letters", id="filter-id-not-a-name"),
+    pytest.param(_set([*WEB_DEST, 0, "display_name"], False),
+                 "display_name must be a string, got boolean", id="json-type-names"),
 ])
 def test_bad_workspace_file_is_refused_and_writes_nothing(
     env: Path, tmp_path: Path, redis_client: redis.Redis, capsys: pytest.CaptureFixture[str],
@@ -285,3 +290,67 @@ def test_republish_publishes_sources_never_published(env: Path, redis_client: re
         assert keyspace.decode_pointer(pointer)[0] == 1
         body = redis_client.hget(keyspace.version_key(f"importedWriteKey{n:04d}", 1), "json")
         assert body is not None and f"key-{n}".encode() in body
+
+
+def test_a_pipe_without_writer_is_empty_not_a_hang(env: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """apply on a named pipe nobody writes to reads it as empty (exit 2) instead of waiting
+    forever for a writer."""
+    fifo = tmp_path / "ws.json"
+    os.mkfifo(fifo)
+
+    assert main(["apply", str(fifo)]) == 2
+
+    assert "zero-length" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    pytest.param(["show", "acme/\udcff"], "is not valid UTF-8", id="undecodable-argument"),
+    pytest.param(["token", "create", "acme", "--scope", "read", "--name", "\udcff"],
+                 "is not valid UTF-8", id="undecodable-option"),
+    pytest.param(["rollback", "acme/website", "9223372036854775808"],
+                 "a version is a whole number from 1", id="version-past-sqlite-integer"),
+    pytest.param(["rollback", "acme/website", "１"], "a version is a whole number from 1",
+                 id="version-in-other-digits"),
+])
+def test_hostile_arguments_exit_2(env: Path, capsys: pytest.CaptureFixture[str],
+                                  argv: list[str], needle: str) -> None:
+    """Arguments that cannot be names or versions exit 2 naming the problem (no traceback;
+    argparse itself exits for a bad version)."""
+    try:
+        status = main(argv)
+    except SystemExit as exc:
+        status = exc.code  # type: ignore[assignment]
+
+    assert status == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("variable", "value", "needle"), [
+    pytest.param("PUBLISHER_DB", "/nonexistent/dir/x.db", "cannot open the configuration "
+                 "database", id="db-in-a-missing-directory"),
+    pytest.param("REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL names database 'abc'",
+                 id="redis-database-not-a-number"),
+    pytest.param("REDIS_URL", "redis://:secret@127.0.0.1:port/1", "REDIS_URL has no valid port",
+                 id="redis-port-not-a-number"),
+])
+def test_unusable_settings_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                  capsys: pytest.CaptureFixture[str], variable: str, value: str,
+                                  needle: str) -> None:
+    """A database that cannot be opened, or a Redis URL redis-py would read as another one,
+    stops the CLI with exit 2 naming it; a password in the URL is not printed."""
+    monkeypatch.setenv(variable, value)
+
+    assert main(["sources"]) == 2
+
+    err = capsys.readouterr().err
+    assert needle in err and "secret" not in err
+
+
+def test_sources_of_an_empty_workspace_name_is_refused(env: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """'sources ""' names no workspace: it is an unknown one (exit 2), not every workspace."""
+    assert main(["apply", str(EXAMPLE)]) == 0
+    capsys.readouterr()
+
+    assert main(["sources", ""]) == 2
