@@ -178,6 +178,11 @@ class RedisPublisher:
                 out.append(None)
         return out
 
+    def server_id(self) -> str:
+        """The Redis server's ``run_id``: it changes when Redis restarts (perhaps empty) or
+        another server takes over."""
+        return str(self.client.info("server")["run_id"])
+
     def kept_versions(self, write_key: str) -> list[int]:
         """The version numbers Redis still holds for rollback, oldest first."""
         return _ints(self.client.zrange(keyspace.versions_key(write_key), 0, -1))

@@ -4,9 +4,11 @@ A write commits to SQLite, then publishes to Redis; when Redis fails in between,
 says ``pending`` and the change waits in SQLite (publisher/service.py). Left alone it would
 wait for the source's next write or an operator's ``republish --all`` — and a webhook sender
 that resends on "pending" gets its first reply back, not a new attempt. So ``serve`` compares
-every source's Redis pointer with SQLite once at start (a publisher stopped between commit and
-publish) and then retries the pending sources every ``PUBLISHER_RETRY_INTERVAL`` seconds — a
-source deleted while Redis was down is removed from it the same way.
+every source's Redis pointer with SQLite at start (a publisher stopped between commit and
+publish) and again whenever Redis's ``run_id`` changes (a Redis restarted without its data
+would otherwise answer 404 for every source), and retries the pending sources every
+``PUBLISHER_RETRY_INTERVAL`` seconds; a source deleted while Redis was down is removed from
+it the same way.
 """
 
 from __future__ import annotations
@@ -23,12 +25,21 @@ log = logging.getLogger("publisher.retry")
 
 
 async def publish_pending(service: Service, interval: float) -> None:
-    """Run until cancelled: check every source once, then publish the pending ones each
-    ``interval`` seconds. Logs what it publishes and, once per change, what stays pending."""
+    """Run until cancelled: check every source once, and again whenever Redis is another
+    server (restarted, perhaps empty), then publish the pending ones each ``interval``
+    seconds. Logs what it publishes and, once per change, what stays pending."""
     checked = False
+    server = None
     reported = 0
     while True:
         try:
+            if service.publisher is not None:
+                now_serving = await run_in_threadpool(service.publisher.server_id)
+                if server is not None and now_serving != server:
+                    log.warning("Redis restarted or changed (run_id %s); checking every "
+                                "source against it", now_serving)
+                    checked = False
+                server = now_serving
             if not checked:
                 found = await run_in_threadpool(service.find_pending)
                 checked = True

@@ -776,8 +776,9 @@ class Service:
                 body = {"status": "applied", "event_id": event_id, **render(source, result)}
                 self.store.record_webhook_event(event_id, source.id, 200, body)
             pushed = self._push(source, bundle, changed)
-            if pushed.pending:
+            if pushed.pending:  # a duplicate delivery gets this reply, not the one recorded
                 body = {**body, **render(source, pushed)}
+                self.store.update_webhook_response(event_id, body)
             return 200, body, False
 
     # -- helpers of the single-resource writes ---------------------------------------------

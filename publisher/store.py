@@ -824,6 +824,13 @@ class Store:
             )
         return cur.rowcount == 1
 
+    def update_webhook_response(self, event_id: str, response: Any) -> None:
+        """The reply a duplicate delivery gets, when the first one's changed after recording
+        (its publish turned out pending)."""
+        with self.transaction():
+            self._conn.execute("UPDATE webhook_events SET response = ? WHERE event_id = ?",
+                               (_json(response), event_id))
+
     def get_webhook_event(self, event_id: str) -> WebhookEvent | None:
         row = self._one("SELECT * FROM webhook_events WHERE event_id = ?", (event_id,))
         if row is None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -206,3 +206,39 @@ def test_a_malformed_pointer_reads_as_behind(service: Service,
     assert service.find_pending() == 1 and service.retry_pending() == (1, 0)
     assert served_version(redis_client, src.write_key) == 1
 
+
+
+
+def test_serve_republishes_into_a_redis_restarted_empty(tmp_path: Path, service: Service,
+                                                        redis_client: redis.Redis,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """When Redis comes back as another server (a new run_id) without its data, serve finds
+    every source missing and publishes it again, with no request and no republish --all."""
+    src = source(service, 0)
+    service.publish(src)
+    assert service.publisher is not None
+    run_id, asked = ["first-run"], []
+
+    def server_id() -> str:
+        asked.append(run_id[0])
+        return run_id[0]
+
+    monkeypatch.setattr(service.publisher, "server_id", server_id)
+    settings = PublisherSettings(db_path=str(tmp_path / "config.db"), retry_interval=0.05)
+
+    with TestClient(create_app(settings, service=service)):
+        wait_for(lambda: len(asked) >= 2, "the loop to know the first server")
+        redis_client.flushall()  # what a restart without persistence leaves
+        run_id[0] = "second-run"
+        wait_for(lambda: served_version(redis_client, src.write_key) is not None,
+                 "the source published again")
+
+    assert served_version(redis_client, src.write_key) == 1
+
+
+def wait_for(done: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll what serve's background loop makes true (bounded; no timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)

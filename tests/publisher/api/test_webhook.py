@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 
 from publisher.api import create_app
 from publisher.errors import Unauthenticated
+from publisher.publish import RedisPublisher
 from publisher.service import Service
 from publisher.settings import PublisherSettings
 from publisher.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature, verify
@@ -104,6 +105,22 @@ def test_duplicate_event_gets_the_first_response(client: TestClient, service: Se
     assert again.json() == first.json()
     assert again.headers["x-settings-cdn-duplicate"] == "true"
     assert db(service) == before
+
+
+def test_duplicate_of_a_pending_event_gets_the_pending_response(client: TestClient,
+                                                                service: Service) -> None:
+    """When Redis refused the first delivery's publish, a resend gets that same reply —
+    pending, with the error — not the one recorded before the publish was tried."""
+    good, service.publisher = service.publisher, RedisPublisher(
+        redis.Redis.from_url("redis://127.0.0.1:1/0"))
+    first = send(client, event())
+    service.publisher = good
+
+    again = send(client, event())
+
+    assert first.json()["bundle"]["pending"] is True and first.json()["bundle"]["error"]
+    assert again.json() == first.json()
+    assert again.headers["x-settings-cdn-duplicate"] == "true"
 
 
 @pytest.mark.parametrize("revision", [pytest.param(3, id="older"), pytest.param(5, id="same")])
