@@ -8,7 +8,8 @@ every source's Redis pointer with SQLite at start (a publisher stopped between c
 publish) and again whenever Redis's ``run_id`` changes (a Redis restarted without its data
 would otherwise answer 404 for every source), and retries the pending sources every
 ``PUBLISHER_RETRY_INTERVAL`` seconds; a source deleted while Redis was down is removed from
-it the same way.
+it the same way. Pending sources are recorded in SQLite (``unpublished``), so what the CLI or
+a stopped ``serve`` left pending is retried too.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ async def publish_pending(service: Service, interval: float) -> None:
                                 "%gs", left, interval)
                 reported = left
         except redis.RedisError as exc:
-            if not checked or reported != -1:
-                log.warning("Redis unreachable (%s); checking again in %gs", exc, interval)
+            if reported != -1:  # once per outage
+                log.warning("Redis unreachable (%s); checking again every %gs", exc, interval)
             reported = -1
         except Exception:  # a bug must not stop the retries: log it, try again later
             log.exception("publishing pending sources failed; trying again in %gs", interval)

@@ -5,11 +5,15 @@ The Config API, the webhook and the declarative workspace file all describe a ch
 destination rules) before anything is written, commits it with the new revision and the new
 bundle row in one SQLite transaction, and only then writes the bundle to Redis. So a refusal
 changes nothing, and an accepted change is never lost: if Redis is unreachable the bundle is
-already in SQLite and the result says ``pending``; ``serve`` publishes it once Redis answers
-again (``retry_pending``, every ``PUBLISHER_RETRY_INTERVAL``; ``find_pending`` at start), and
-``republish --all`` or the next write of the source does too.
+already in SQLite, recorded as unpublished, and the result says ``pending``; ``serve``
+publishes it once Redis answers again (``retry_pending``, every ``PUBLISHER_RETRY_INTERVAL``;
+``find_pending`` at start), and ``republish --all`` or the next write of the source does too.
 
-One lock serialises writes: the publisher is the single writer of a deployment.
+One lock serialises writes: the publisher is the single writer of a deployment. Where
+another process may write too (``republish --all`` or the CLI beside ``serve``), the Redis
+writes that restore SQLite's state (``republish_all``, ``retry_pending``) happen inside a
+SQLite write transaction, and the install script never lets a late publish move a pointer to a
+lower version (publisher/publish.py).
 """
 
 from __future__ import annotations
@@ -135,8 +139,6 @@ class Service:
         self.propagation_seconds = propagation_seconds
         self.clock = clock
         self._lock = threading.RLock()
-        # write keys whose committed bundle Redis may lack (a failed write): retry_pending
-        self.pending: set[str] = set()
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -213,11 +215,14 @@ class Service:
         with self._lock:
             with self.store.transaction():
                 self.store.delete_source(source.id)
+                # until Redis forgets it too (retry_pending, across restarts)
+                self.store.mark_unpublished([source.write_key])
             if self.publisher is not None:
                 try:
                     self.publisher.delete_source(source.write_key)
                 except redis.RedisError:  # Redis would serve it on: retry_pending deletes it
-                    self.pending.add(source.write_key)
+                    return
+                self.store.clear_unpublished([source.write_key])
 
     # -- instances -------------------------------------------------------------------------
 
@@ -435,10 +440,10 @@ class Service:
             else:
                 self.publisher.write(write_key, bundle)
         except redis.RedisError as exc:
-            self.pending.add(write_key)
+            self.store.mark_unpublished([write_key])
             return True, (f"Redis unreachable, publish pending ({exc}); `serve` retries it, "
                           "or run `republish --all`")
-        self.pending.discard(write_key)
+        self.store.clear_unpublished([write_key])
         return False, ""
 
     def _result(self, source: Source, bundle: Bundle, changed: bool, *, pending: bool = False,
@@ -466,32 +471,34 @@ class Service:
         not recompile — ``publish`` does that. A source never published is compiled and
         published now. Sources go to Redis ``batch`` at a time, one round trip per batch.
         """
-        rows = self.store.current_bundles()
+        last = 0
         while True:
-            chunk = list(itertools.islice(rows, batch))
-            if not chunk:
-                return
             pending, error = False, ""
-            with self._lock:
-                with self.store.transaction():
-                    first = self._stage_unpublished([src for src, cur, _ in chunk if cur is None])
+            # One write transaction per page, the Redis writes inside it: no publisher process
+            # commits between this read and those writes, so none of them can be stale.
+            with self._lock, self.store.transaction():
+                chunk = self.store.current_bundles(last, batch)
+                if not chunk:
+                    return
+                last = chunk[-1][0].id
+                first = self._stage_unpublished([src for src, cur, _ in chunk if cur is None])
                 staged = [(src, first[src.id], True) if current is None else (src, current, False)
                           for src, current, _ in chunk]
                 rolled_back = {src.write_key for src, _, back in chunk if back}
+                keys = [src.write_key for src, _, _ in staged]
                 if self.publisher is None:
                     pending, error = True, "no Redis configured"
                 else:
-                    keys = {src.write_key for src, _, _ in staged}
                     try:
                         self.publisher.write_many(
                             ((src.write_key, bundle) for src, bundle, _ in staged), batch=batch,
                             rolled_back=rolled_back)
                     except redis.RedisError as exc:
-                        self.pending |= keys
+                        self.store.mark_unpublished(keys)
                         pending, error = True, (f"Redis unreachable, publish pending ({exc}); "
                                                 "run `republish --all`")
                     else:
-                        self.pending -= keys
+                        self.store.clear_unpublished(keys)
             for src, bundle, changed in staged:
                 yield self._result(src, bundle, changed, pending=pending, error=error)
 
@@ -521,56 +528,56 @@ class Service:
                 try:
                     self.publisher.point(source.write_key, bundle)
                 except redis.RedisError as exc:
-                    self.pending.add(source.write_key)
+                    self.store.mark_unpublished([source.write_key])
                     pending, error = True, f"Redis unreachable, rollback pending ({exc})"
                 else:
-                    self.pending.discard(source.write_key)
+                    self.store.clear_unpublished([source.write_key])
             return self._result(source, bundle, changed, pending=pending, error=error)
 
+    @property
+    def pending(self) -> set[str]:
+        """Write keys whose Redis state may differ from SQLite's (``store.unpublished``)."""
+        return set(self.store.unpublished())
+
     def find_pending(self, *, batch: int = 1000) -> int:
-        """Add to ``pending`` every source whose Redis pointer is not its SQLite current
-        bundle — what a stop between commit and publish, or a Redis flush, leaves behind —
-        and return how many. Raises ``redis.RedisError`` when Redis cannot be read."""
+        """Mark pending every source whose Redis pointer is not its SQLite current bundle —
+        what a stop between commit and publish, or a Redis flush, leaves behind — and return
+        how many. Raises ``redis.RedisError`` when Redis cannot be read."""
         if self.publisher is None:
             return 0
-        found = 0
+        found: list[str] = []
         rows = self.store.current_pointers()
         while chunk := list(itertools.islice(rows, batch)):
             served = self.publisher.currents([write_key for write_key, _, _ in chunk])
-            for (write_key, version, etag), pointer in zip(chunk, served, strict=True):
-                if pointer != (version, etag):
-                    self.pending.add(write_key)
-                    found += 1
-        return found
+            found += [write_key for (write_key, version, etag), pointer
+                      in zip(chunk, served, strict=True) if pointer != (version, etag)]
+        self.store.mark_unpublished(found)
+        return len(found)
 
     def retry_pending(self) -> tuple[int, int]:
-        """Publish the current bundle of each ``pending`` source that Redis still lacks (and
-        delete from Redis a pending source SQLite no longer has), one source at a time under
-        the write lock, stopping at the first Redis failure; returns ``(published, still
-        pending)``."""
+        """Bring Redis in line with SQLite for each pending source: publish the current bundle
+        it lacks, or delete a source SQLite no longer has. One source at a time, its read and
+        its Redis write inside one write transaction (no publisher process commits between
+        them); stops at the first Redis failure. Returns ``(published, still pending)``."""
         published = 0
-        for write_key in sorted(self.pending):
-            with self._lock:
+        for write_key in self.store.unpublished():
+            with self._lock, self.store.transaction():
                 source = self.store.get_source_by_write_key(write_key)
-                if source is None and self.publisher is not None:  # deleted: not to be served
-                    try:
-                        self.publisher.delete_source(write_key)
-                    except redis.RedisError:
-                        break
                 bundle = None if source is None else self.store.current_bundle(source.id)
-                if source is None or bundle is None:
-                    self.pending.discard(write_key)
-                    continue
-                if not self._redis_behind(source, bundle):  # a later write published it
-                    self.pending.discard(write_key)
-                    continue
-                latest = self.store.latest_bundle(source.id)
-                back = latest is not None and bundle.version < latest.version
-                failed, _ = self._write_redis(write_key, bundle, rolled_back=back)
-            if failed:
-                break
-            published += 1
-        return published, len(self.pending)
+                try:
+                    if source is None and self.publisher is not None:  # deleted: not served
+                        self.publisher.delete_source(write_key)
+                    elif (source is not None and bundle is not None
+                          and self._redis_behind(source, bundle)):
+                        latest = self.store.latest_bundle(source.id)
+                        back = latest is not None and bundle.version < latest.version
+                        if self._write_redis(write_key, bundle, rolled_back=back)[0]:
+                            break
+                        published += 1
+                except redis.RedisError:
+                    break
+                self.store.clear_unpublished([write_key])
+        return published, len(self.store.unpublished())
 
     def status(self, source: Source) -> dict[str, Any]:
         """Publish status: current version, ETag, times, kept versions, Redis agreement."""

@@ -114,6 +114,10 @@ CREATE TABLE IF NOT EXISTS tokens (
     scope        TEXT NOT NULL CHECK (scope IN ('read', 'write')),
     created_at   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS unpublished (
+    write_key TEXT PRIMARY KEY,  -- Redis may not serve what SQLite holds for it (a publish or a
+    since     TEXT NOT NULL      -- deletion Redis refused): serve's retry loop, any process's
+);
 CREATE TABLE IF NOT EXISTS webhook_events (
     event_id    TEXT PRIMARY KEY,
     source_id   INTEGER REFERENCES sources(id) ON DELETE SET NULL,
@@ -702,33 +706,28 @@ class Store:
         )
         return _bundle(row) if row is not None else self.latest_bundle(source_id)
 
-    def current_bundles(self) -> Iterator[tuple[Source, Bundle | None, bool]]:
-        """Every source with the bundle Redis should serve, and whether that bundle is below
-        the source's highest kept version (rolled back), in one pass (``republish --all``).
-
-        Rows are read in pages so that 100k sources need neither 100k queries nor all their
-        bytes in memory at once; each page is one consistent snapshot.
-        """
-        last = 0
-        while True:
-            rows = self._all(
-                "SELECT s.*, b.version AS b_version, b.etag AS b_etag,"
-                " b.published_at AS b_published_at, b.revision AS b_revision,"
-                " b.json AS b_json, b.gzip AS b_gzip,"
-                " (SELECT MAX(version) FROM bundles WHERE source_id = s.id) AS b_latest"
-                " FROM sources s"
-                " LEFT JOIN bundles b ON b.source_id = s.id AND b.version = s.current_version"
-                " WHERE s.id > ? ORDER BY s.id LIMIT 1000", (last,))
-            if not rows:
-                return
-            for row in rows:
-                source = _source(row)
-                bundle = None if row["b_version"] is None else Bundle(
-                    version=row["b_version"], etag=row["b_etag"],
-                    published_at=row["b_published_at"], revision=row["b_revision"],
-                    json=bytes(row["b_json"]), gzip=bytes(row["b_gzip"]))
-                yield source, bundle, bundle is not None and bundle.version < row["b_latest"]
-            last = rows[-1]["id"]
+    def current_bundles(self, after: int, limit: int
+                        ) -> list[tuple[Source, Bundle | None, bool]]:
+        """One page of sources (ids above ``after``, ``limit`` of them) with the bundle Redis
+        should serve, and whether that bundle is below the source's highest kept version
+        (rolled back): ``republish --all`` reads and publishes page by page."""
+        rows = self._all(
+            "SELECT s.*, b.version AS b_version, b.etag AS b_etag,"
+            " b.published_at AS b_published_at, b.revision AS b_revision,"
+            " b.json AS b_json, b.gzip AS b_gzip,"
+            " (SELECT MAX(version) FROM bundles WHERE source_id = s.id) AS b_latest"
+            " FROM sources s"
+            " LEFT JOIN bundles b ON b.source_id = s.id AND b.version = s.current_version"
+            " WHERE s.id > ? ORDER BY s.id LIMIT ?", (after, limit))
+        page: list[tuple[Source, Bundle | None, bool]] = []
+        for row in rows:
+            bundle = None if row["b_version"] is None else Bundle(
+                version=row["b_version"], etag=row["b_etag"],
+                published_at=row["b_published_at"], revision=row["b_revision"],
+                json=bytes(row["b_json"]), gzip=bytes(row["b_gzip"]))
+            page.append((_source(row), bundle,
+                         bundle is not None and bundle.version < row["b_latest"]))
+        return page
 
     def current_pointers(self) -> Iterator[tuple[str, int, str]]:
         """``(write_key, version, etag)`` of every source's current bundle, in pages, without
@@ -830,6 +829,27 @@ class Store:
         with self.transaction():
             self._conn.execute("UPDATE webhook_events SET response = ? WHERE event_id = ?",
                                (_json(response), event_id))
+
+    # -- what Redis has yet to get ----------------------------------------------------------
+
+    def mark_unpublished(self, write_keys: Iterable[str]) -> None:
+        """Record that Redis may not serve what SQLite holds for these sources (kept across
+        restarts and shared by every process on this database)."""
+        with self.transaction():
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO unpublished (write_key, since) VALUES (?, ?)",
+                [(key, now_rfc3339()) for key in write_keys])
+
+    def clear_unpublished(self, write_keys: Iterable[str]) -> None:
+        """Redis has these sources as SQLite does again."""
+        keys = [(key,) for key in write_keys]
+        if keys and self._one("SELECT 1 FROM unpublished LIMIT 1") is not None:
+            with self.transaction():
+                self._conn.executemany("DELETE FROM unpublished WHERE write_key = ?", keys)
+
+    def unpublished(self) -> list[str]:
+        return [r["write_key"] for r in
+                self._all("SELECT write_key FROM unpublished ORDER BY write_key")]
 
     def get_webhook_event(self, event_id: str) -> WebhookEvent | None:
         row = self._one("SELECT * FROM webhook_events WHERE event_id = ?", (event_id,))

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -107,7 +109,7 @@ def test_pending_sources_deleted_or_published_since_are_dropped(
     service.delete_source(gone)
     service.store.replace_instances(later.id, [])
     fresh = service.publish(later)
-    service.pending.add(later.write_key)  # as if that write's success came after a failure
+    service.store.mark_unpublished([later.write_key])  # as if left by another process
 
     assert service.retry_pending() == (0, 0)
     assert served_version(redis_client, later.write_key) == fresh.version
@@ -242,3 +244,63 @@ def wait_for(done: Callable[[], bool], what: str, timeout: float = 10.0) -> None
     while not done():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
+
+
+def test_pending_outlives_the_process_that_wrote_it(tmp_path: Path, redis_client: redis.Redis
+                                                    ) -> None:
+    """A publish or a deletion Redis refused in one process (the CLI, or a serve that then
+    stopped) is published or carried out by another process's retry (serve)."""
+    db = str(tmp_path / "config.db")
+    with Store.open(db) as store:
+        cli = Service(store, default_catalog(), RedisPublisher(redis_client))
+        kept, gone = source(cli, 0), source(cli, 1)
+        cli.publish(gone)
+        cli.publisher = DOWN
+        assert cli.publish(kept).pending
+        cli.delete_source(gone)
+    with Store.open(db) as store:
+        serve = Service(store, default_catalog(), RedisPublisher(redis_client))
+
+        assert serve.pending == {kept.write_key, gone.write_key}
+        assert serve.retry_pending() == (1, 0)
+
+    assert served_version(redis_client, kept.write_key) == 1
+    assert redis_client.keys(f"{keyspace.tag(gone.write_key)}:*") == []
+
+
+def test_republish_and_another_process_rollback_do_not_interleave(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    """republish --all reads a page and writes it to Redis inside one write transaction: a
+    rollback committed by another process meanwhile waits, then lands last, so Redis ends
+    with what SQLite holds (before: republish wrote the version rolled away over it)."""
+    db = str(tmp_path / "config.db")
+    with Store.open(db) as first, Store.open(db) as second:
+        republisher = Service(first, default_catalog(), RedisPublisher(redis_client))
+        other = Service(second, default_catalog(), RedisPublisher(redis_client))
+        src = source(republisher, 0, "one")
+        republisher.publish(src)
+        republisher.store.replace_instances(src.id, [])
+        republisher.publish(src)  # v2
+        writing, go_on = threading.Event(), threading.Event()
+        assert republisher.publisher is not None
+        write_many = republisher.publisher.write_many
+
+        def paused(*args: Any, **kwargs: Any) -> int:
+            writing.set()
+            go_on.wait(5)
+            return write_many(*args, **kwargs)
+
+        republisher.publisher.write_many = paused  # type: ignore[method-assign]
+        republish = threading.Thread(target=lambda: list(republisher.republish_all()))
+        republish.start()
+        assert writing.wait(5)
+        rollback = threading.Thread(target=lambda: other.rollback(src, 1))
+        rollback.start()
+        rollback.join(0.5)  # done by now unless it waits for republish's transaction
+        go_on.set()
+        republish.join(10)
+        rollback.join(10)
+
+        current = second.current_bundle(src.id)
+    assert current is not None and current.version == 1
+    assert served_version(redis_client, src.write_key) == 1
