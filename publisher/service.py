@@ -551,6 +551,7 @@ class Service:
             served = self.publisher.currents([write_key for write_key, _, _ in chunk])
             found += [write_key for (write_key, version, etag), pointer
                       in zip(chunk, served, strict=True) if pointer != (version, etag)]
+            time.sleep(0.001)  # (in serve's thread pool: let the API's requests have the GIL)
         self.store.mark_unpublished(found)
         return len(found)
 
