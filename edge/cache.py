@@ -63,6 +63,7 @@ class Entry:
     checked_at: float  # clock time of the last successful check against Redis
     fresh_until: float
     stale: bool = False
+    replaced: bool = False  # a publish message named a newer version (instant mode)
     etag_bytes: bytes = b""
     # The uncompressed answer, derived from ``gzip`` when a client first asks for it
     # (``identity``): most never do, and Redis sends the gzip bytes alone.
@@ -250,7 +251,8 @@ class BundleCache:
         now = self.clock()  # verification instant = before the read: Age errs on the old side
         entry = self._entries.get(write_key)
         try:
-            if entry is None:  # a cold miss reads pointer and bytes in one round trip
+            # a cold miss, or a copy a publish replaced, reads pointer and bytes in one round trip
+            if entry is None or entry.replaced:
                 found = await self.source.current(write_key)
                 pointer = None if found is None else found[0]
                 if found is not None and found[1] is not None:
@@ -268,7 +270,7 @@ class BundleCache:
                 version, etag = pointer
                 if entry is not None and entry.version == version and entry.etag == etag:
                     entry.checked_at, entry.fresh_until = now, now + self.refresh_interval
-                    entry.stale = False
+                    entry.stale = entry.replaced = False
                     self._entries.put(write_key, entry)
                     self._redis_ok(now)
                     return entry
@@ -327,7 +329,7 @@ class BundleCache:
         entry = self._entries.get(write_key)
         if entry is None or entry.version == version:
             return False
-        entry.fresh_until = -math.inf
+        entry.fresh_until, entry.replaced = -math.inf, True
         return True
 
     def expire_all(self) -> None:

@@ -28,6 +28,7 @@ class CountingSource:
         self.store = store
         self.pointers = 0
         self.envelopes = 0
+        self.currents = 0  # one-round-trip reads (pointer and bytes)
         self.gate: anyio.Event | None = None  # when set, reads wait for it (to overlap misses)
         self.fail = False
 
@@ -48,6 +49,7 @@ class CountingSource:
     ) -> tuple[tuple[int, str], Stored | None] | None:
         """One round trip that reads the pointer and, when there is one, the version."""
         self.pointers += 1
+        self.currents += 1
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
@@ -337,10 +339,13 @@ async def test_expire_rechecks_and_drops_negative_result(
     assert cache.expire("wk1", 1) is False
     assert cache.expire("wk1", 2) is True
     cache.expire("nope", 1)
+    before = source.currents, source.pointers
     entry = await cache.get("wk1")
 
     assert entry is not None and entry.version == 2
     assert cache.negative_count() == 0
+    # the replaced copy is re-read as a miss is: pointer and bytes in one round trip
+    assert (source.currents, source.pointers) == (before[0] + 1, before[1] + 1)
 
 
 async def test_expired_copy_is_served_stale_when_redis_fails(
