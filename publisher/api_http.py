@@ -135,6 +135,8 @@ def error_response(exc: PublisherError) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="settings-cdn"'
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, int(getattr(exc, "retry_after", 1) + 0.999)))
+    elif exc.http_status == 503:
+        headers["Retry-After"] = "1"
     return json_response(body, exc.http_status, headers)
 
 

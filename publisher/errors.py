@@ -11,6 +11,7 @@
     ├── AlreadyExists               409 / 6   duplicate name
     ├── PayloadTooLarge             413 / 3   body or file over the size limit
     ├── RateLimited                 429 / 8
+    ├── Busy                        503 / 14  another process held the database's write lock
     └── CompileError                500 / 13  stored data breaks an invariant: refuse to publish
 
 Every error carries ``code`` — a stable, machine-readable string such as
@@ -104,6 +105,12 @@ class RateLimited(PublisherError):
     http_status = 429
     grpc_code = 8
     default_code = "resource_exhausted"
+
+
+class Busy(PublisherError):
+    http_status = 503
+    grpc_code = 14
+    default_code = "database_busy"
 
 
 class CompileError(PublisherError):

@@ -50,7 +50,7 @@ async def publish_pending(service: Service, interval: float) -> None:
             if service.pending:
                 published, left = await run_in_threadpool(service.retry_pending)
                 if published:
-                    log.warning("published %d pending sources to Redis", published)
+                    log.warning("brought %d pending sources up to date in Redis", published)
                 if left and left != reported:
                     log.warning("%d sources still pending: Redis unreachable; retrying every "
                                 "%gs", left, interval)

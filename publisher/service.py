@@ -559,7 +559,8 @@ class Service:
         """Bring Redis in line with SQLite for each pending source: publish the current bundle
         it lacks, or delete a source SQLite no longer has. One source at a time, its read and
         its Redis write inside one write transaction (no publisher process commits between
-        them); stops at the first Redis failure. Returns ``(published, still pending)``."""
+        them); stops at the first Redis failure. Returns ``(published or deleted, still
+        pending)``."""
         published = 0
         for write_key in self.store.unpublished():
             with self._lock, self.store.transaction():
@@ -568,6 +569,7 @@ class Service:
                 try:
                     if source is None and self.publisher is not None:  # deleted: not served
                         self.publisher.delete_source(write_key)
+                        published += 1
                     elif (source is not None and bundle is not None
                           and self._redis_behind(source, bundle)):
                         latest = self.store.latest_bundle(source.id)

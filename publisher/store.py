@@ -29,7 +29,7 @@ from typing import Any, cast
 import orjson
 
 from edge import keyspace
-from publisher.errors import AlreadyExists, InvalidArgument, NotFound
+from publisher.errors import AlreadyExists, Busy, InvalidArgument, NotFound
 from publisher.model import (
     CONNECTION_MODES,
     SOURCE_TYPES,
@@ -41,7 +41,10 @@ from publisher.model import (
 )
 from publisher.publish import Bundle
 
-BUSY_TIMEOUT_MS = 5000
+# How long a write waits for another process's write transaction. republish --all and serve's
+# retry hold theirs across one Redis call, which times out after 5 s: a write behind them
+# waits well past that before it gives up (Busy, a 503).
+BUSY_TIMEOUT_MS = 15_000
 SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 WRITE_KEY_RE = keyspace.WRITE_KEY_RE
 INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
@@ -330,7 +333,12 @@ class Store:
                 finally:
                     self._depth -= 1
                 return
-            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:  # locked past busy_timeout
+                raise Busy(f"the configuration database is busy: {exc} (another publisher "
+                           f"process held its write lock for {BUSY_TIMEOUT_MS // 1000} s); "
+                           "retry shortly") from None
             self._depth = 1
             try:
                 yield

@@ -14,9 +14,12 @@ import redis
 from starlette.testclient import TestClient
 
 from edge import keyspace
+from publisher import store as store_module
 from publisher.api import create_app
+from publisher.api_http import error_response
 from publisher.auth import create_token
 from publisher.catalog import default_catalog
+from publisher.errors import Busy
 from publisher.model import Instance, Source
 from publisher.publish import RedisPublisher
 from publisher.service import Service
@@ -129,7 +132,7 @@ def test_a_source_deleted_while_redis_is_down_is_deleted_from_redis_later(
     service.publisher = good
     assert served_version(redis_client, src.write_key) == 1  # still served until then
 
-    assert service.retry_pending() == (0, 0)
+    assert service.retry_pending() == (1, 0)  # the deletion carried out
     assert redis_client.keys(f"{keyspace.tag(src.write_key)}:*") == []
 
 
@@ -262,7 +265,7 @@ def test_pending_outlives_the_process_that_wrote_it(tmp_path: Path, redis_client
         serve = Service(store, default_catalog(), RedisPublisher(redis_client))
 
         assert serve.pending == {kept.write_key, gone.write_key}
-        assert serve.retry_pending() == (1, 0)
+        assert serve.retry_pending() == (2, 0)  # one publish, one deletion
 
     assert served_version(redis_client, kept.write_key) == 1
     assert redis_client.keys(f"{keyspace.tag(gone.write_key)}:*") == []
@@ -304,3 +307,24 @@ def test_republish_and_another_process_rollback_do_not_interleave(
         current = second.current_bundle(src.id)
     assert current is not None and current.version == 1
     assert served_version(redis_client, src.write_key) == 1
+
+
+def test_a_write_behind_another_process_lock_is_a_503(tmp_path: Path, redis_client: redis.Redis,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that cannot get the database's write lock in time (another process holds it,
+    e.g. republish --all waiting on a hung Redis) is Busy — a 503 with Retry-After on the
+    Config API, exit 1 from the CLI — not an internal error."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 200)
+    db = str(tmp_path / "config.db")
+    with Store.open(db) as holder, Store.open(db) as store:
+        service = Service(store, default_catalog(), RedisPublisher(redis_client))
+        src = source(service, 0)
+        holder._conn.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(Busy) as caught:
+                service.publish(src)
+        finally:
+            holder._conn.execute("ROLLBACK")
+
+    assert caught.value.http_status == 503 and caught.value.code == "database_busy"
+    assert error_response(caught.value).headers["retry-after"] == "1"
