@@ -41,6 +41,8 @@ async def publish_pending(service: Service, interval: float) -> None:
                                 "source against it", now_serving)
                     checked = False
                 server = now_serving
+            if reported == -1:  # Redis answers again: the next outage is logged too
+                reported = 0
             if not checked:
                 found = await run_in_threadpool(service.find_pending)
                 checked = True

@@ -328,3 +328,30 @@ def test_a_write_behind_another_process_lock_is_a_503(tmp_path: Path, redis_clie
 
     assert caught.value.http_status == 503 and caught.value.code == "database_busy"
     assert error_response(caught.value).headers["retry-after"] == "1"
+
+
+def test_serve_logs_each_outage_once(tmp_path: Path, service: Service,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The retry loop logs 'Redis unreachable' once per outage, however many intervals it
+    lasts, and again for the next outage."""
+    assert service.publisher is not None
+    answers = iter(["down"] * 5 + ["up"] * 5 + ["down"] * 5 + ["up"] * 1000)
+    calls: list[str] = []
+
+    def server_id() -> str:
+        state = next(answers)
+        calls.append(state)
+        if state == "down":
+            raise redis.ConnectionError("refused")
+        return "run-1"
+
+    monkeypatch.setattr(service.publisher, "server_id", server_id)
+    settings = PublisherSettings(db_path=str(tmp_path / "config.db"), retry_interval=0.01)
+
+    with caplog.at_level("WARNING", logger="publisher.retry"):
+        with TestClient(create_app(settings, service=service)):
+            wait_for(lambda: len(calls) > 16, "two outages and recoveries")
+
+    outages = [r for r in caplog.records if "Redis unreachable" in r.getMessage()]
+    assert len(outages) == 2
