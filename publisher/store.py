@@ -843,10 +843,11 @@ class Store:
     def mark_unpublished(self, write_keys: Iterable[str]) -> None:
         """Record that Redis may not serve what SQLite holds for these sources (kept across
         restarts and shared by every process on this database)."""
-        with self.transaction():
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO unpublished (write_key, since) VALUES (?, ?)",
-                [(key, now_rfc3339()) for key in write_keys])
+        rows = [(key, now_rfc3339()) for key in write_keys]
+        if rows:  # (the check at start usually finds none: no write transaction for that)
+            with self.transaction():
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO unpublished (write_key, since) VALUES (?, ?)", rows)
 
     def clear_unpublished(self, write_keys: Iterable[str]) -> None:
         """Redis has these sources as SQLite does again."""
