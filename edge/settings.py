@@ -52,7 +52,7 @@ class EdgeSettings:
             value = getattr(self, option.field)
             problem = option.check(value)
             if problem:
-                raise SettingsError(f"{option.env}={value!r} is invalid: {problem}")
+                raise SettingsError(f"{option.env}={shown(option, value)!r} is invalid: {problem}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -67,7 +67,7 @@ class EdgeSettings:
                 values[option.field] = option.parse(raw.strip())
             except ValueError:
                 raise SettingsError(
-                    f"{option.env}={raw!r} is invalid: expected {option.kind}"
+                    f"{option.env}={shown(option, raw)!r} is invalid: expected {option.kind}"
                 ) from None
         return cls(**values)
 
@@ -103,6 +103,20 @@ def _above(minimum: float) -> Callable[[Any], str | None]:
 
 def _port(value: Any) -> str | None:
     return None if 1 <= value <= 65535 else "must be a TCP port 1-65535"
+
+
+def masked_url(raw: str) -> str:
+    """``raw`` with its password replaced by ``***``: errors and logs never carry it."""
+    try:
+        password = urlsplit(raw).password
+    except ValueError:  # (urlsplit refuses some hosts, e.g. an unclosed '[')
+        password = None
+    return raw.replace(f":{password}@", ":***@") if password else raw
+
+
+def shown(option: Option, value: Any) -> Any:
+    """A setting's value as an error message may show it (a URL without its password)."""
+    return masked_url(str(value)) if option.env == "REDIS_URL" else value
 
 
 def redis_url_problem(value: Any) -> str | None:

@@ -10,6 +10,7 @@ refused as soon as the cap is crossed, without reading the rest.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
@@ -22,7 +23,13 @@ from starlette.responses import Response
 
 from publisher import api_shapes as shapes
 from publisher.auth import Principal, RateLimiter, authenticate
-from publisher.errors import InvalidArgument, PayloadTooLarge, PublisherError, RateLimited
+from publisher.errors import (
+    InvalidArgument,
+    PayloadTooLarge,
+    PublisherError,
+    RateLimited,
+    RequestTimeout,
+)
 from publisher.model import Source
 from publisher.rules import RULES
 from publisher.service import PublishResult, Service
@@ -80,8 +87,11 @@ def page(request: Request, key: str, items: list[dict[str, Any]]) -> Response:
     return json_response({key: list(items_page), "next_page_token": token})
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, at most ``limit`` bytes (``PayloadTooLarge`` otherwise)."""
+async def read_body(request: Request, settings: PublisherSettings) -> bytes:
+    """The raw body: at most ``PUBLISHER_MAX_BODY_BYTES`` (``PayloadTooLarge`` otherwise),
+    all of it within ``PUBLISHER_BODY_TIMEOUT`` (``RequestTimeout``: a client that stalls
+    mid-body does not hold a connection and a task forever)."""
+    limit = settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None:
         if not (declared.isascii() and declared.isdigit()) or len(declared) > 18:
@@ -93,15 +103,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes "
-                                      "(PUBLISHER_MAX_BODY_BYTES)")
-            chunks.append(chunk)
+        async with asyncio.timeout(settings.body_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLarge(f"request body exceeds {limit} bytes "
+                                          "(PUBLISHER_MAX_BODY_BYTES)")
+                chunks.append(chunk)
     except ClientDisconnect:  # nobody will read the answer; a 4xx keeps it out of the log
         raise InvalidArgument(f"the client closed the connection after {size} bytes of the "
                               "body", code="incomplete_body") from None
+    except TimeoutError:
+        raise RequestTimeout(f"the request body was not complete after "
+                             f"{settings.body_timeout:g} s ({size} bytes received; "
+                             "PUBLISHER_BODY_TIMEOUT)") from None
     return b"".join(chunks)
 
 
@@ -122,7 +137,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
 
 
 async def read_json(request: Request) -> dict[str, Any]:
-    return parse_json(await read_body(request, state(request).settings.max_body_bytes))
+    return parse_json(await read_body(request, state(request).settings))
 
 
 def error_response(exc: PublisherError) -> Response:
@@ -137,6 +152,8 @@ def error_response(exc: PublisherError) -> Response:
         headers["Retry-After"] = str(max(1, int(getattr(exc, "retry_after", 1) + 0.999)))
     elif exc.http_status == 503:
         headers["Retry-After"] = "1"
+    elif isinstance(exc, RequestTimeout):  # the rest of the body may still come: not read
+        headers["Connection"] = "close"
     return json_response(body, exc.http_status, headers)
 
 

@@ -44,8 +44,9 @@ def build_service(settings: PublisherSettings, *, with_redis: bool = True) -> Se
     store = Store.open(settings.db_path)
     publisher = None
     if with_redis:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5,
-                                      socket_connect_timeout=2)
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=min(2.0, settings.redis_timeout))
         publisher = RedisPublisher(client, keep_versions=settings.keep_versions)
     return Service(
         store, default_catalog(), publisher,

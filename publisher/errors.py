@@ -9,6 +9,7 @@
     ├── PermissionDenied            403 / 7   read token on a write
     ├── NotFound                    404 / 5   unknown resource (also: other workspace's)
     ├── AlreadyExists               409 / 6   duplicate name
+    ├── RequestTimeout              408 / 4   the body did not arrive within the time allowed
     ├── PayloadTooLarge             413 / 3   body or file over the size limit
     ├── RateLimited                 429 / 8
     ├── Busy                        503 / 14  another process held the database's write lock
@@ -93,6 +94,12 @@ class AlreadyExists(PublisherError):
     http_status = 409
     grpc_code = 6
     default_code = "already_exists"
+
+
+class RequestTimeout(PublisherError):
+    http_status = 408
+    grpc_code = 4
+    default_code = "body_timeout"
 
 
 class PayloadTooLarge(PublisherError):

@@ -2,18 +2,22 @@
 
 The Config API, the webhook and the declarative workspace file all describe a change as a new
 *desired set* of a source's instances. ``Service`` checks that set (catalog settings, filters,
-destination rules) before anything is written, commits it with the new revision and the new
-bundle row in one SQLite transaction, and only then writes the bundle to Redis. So a refusal
-changes nothing, and an accepted change is never lost: if Redis is unreachable the bundle is
-already in SQLite, recorded as unpublished, and the result says ``pending``; ``serve``
-publishes it once Redis answers again (``retry_pending``, every ``PUBLISHER_RETRY_INTERVAL``;
-``find_pending`` at start), and ``republish --all`` or the next write of the source does too.
+destination rules) before anything is written, stages the new revision and the new bundle row
+in one SQLite transaction, writes the bundle to Redis as that transaction's last step, then
+commits. So a refusal changes nothing, and an accepted change is never lost: if Redis is
+unreachable the bundle is in SQLite, recorded as unpublished, and the result says
+``pending``; ``serve`` publishes it once Redis answers again (``retry_pending``, every
+``PUBLISHER_RETRY_INTERVAL``; ``find_pending`` at start), and ``republish --all`` or the next
+write of the source does too.
 
-One lock serialises writes: the publisher is the single writer of a deployment. Where
-another process may write too (``republish --all`` or the CLI beside ``serve``), the Redis
-writes that restore SQLite's state (``republish_all``, ``retry_pending``) happen inside a
-SQLite write transaction, and the install script never lets a late publish move a pointer to a
-lower version (publisher/publish.py).
+One lock serialises a process's writes. Another process may write too (``republish --all`` or
+the CLI beside ``serve``): since every Redis write happens inside a SQLite write transaction,
+SQLite's write lock orders the Redis writes of all of them as it orders their commits, and the
+install script never lets a late publish move a pointer to a lower version unless it is a
+rollback (publisher/publish.py). The price: a hung Redis holds the write lock for up to
+``PUBLISHER_REDIS_TIMEOUT`` per write, and other processes' writes wait behind it (up to 15 s,
+then a 503). Should the commit itself fail after Redis took the bundle, Redis is ahead of
+SQLite until the source's next write or ``republish --all``.
 """
 
 from __future__ import annotations
@@ -235,7 +239,7 @@ class Service:
                 existing = self.store.list_instances(current.id)
                 desired = self.build_instances(current, existing, specs)
                 bundle, changed = self._commit(current, existing, desired, revision=revision)
-            return self._push(current, bundle, changed)
+                return self._push(current, bundle, changed)
 
     def mutate(self, source: Source,
                change: Callable[[list[Instance]], list[Instance]]) -> PublishResult:
@@ -246,7 +250,7 @@ class Service:
                 existing = self.store.list_instances(current.id)
                 desired = change(list(existing))
                 bundle, changed = self._commit(current, existing, desired)
-            return self._push(current, bundle, changed)
+                return self._push(current, bundle, changed)
 
     def build_instances(self, source: Source, existing: Sequence[Instance],
                         specs: Sequence[InstanceSpec]) -> list[Instance]:
@@ -412,7 +416,13 @@ class Service:
         return staged
 
     def _push(self, source: Source, bundle: Bundle, changed: bool) -> PublishResult:
-        """Write a committed bundle to Redis; a Redis failure leaves it pending, not lost."""
+        """Write a staged bundle to Redis; a Redis failure leaves it pending, not lost.
+
+        Every caller pushes inside the write transaction that staged the bundle: SQLite's
+        write lock then orders the Redis writes of every publisher process as it orders their
+        commits, so a rollback (which forces the pointer) cannot land under a newer write
+        that another process committed first and published after it.
+        """
         pending, error = False, ""
         if changed or self._redis_behind(source, bundle):
             pending, error = self._write_redis(source.write_key, bundle)
@@ -462,7 +472,7 @@ class Service:
             with self.store.transaction():
                 current = self.store.get_source_by_write_key(source.write_key) or source
                 bundle, changed = self._stage(current, self.store.list_instances(current.id))
-            return self._push(current, bundle, changed)
+                return self._push(current, bundle, changed)
 
     def republish_all(self, *, batch: int = 500) -> Iterator[PublishResult]:
         """Rebuild Redis from SQLite: every source's current bundle, byte for byte.
@@ -521,17 +531,17 @@ class Service:
                 if changed:
                     bundle = replace(bundle, published_at=int(self.clock()))
                 self.store.set_current(source.id, version, published_at=bundle.published_at)
-            pending, error = False, ""
-            if self.publisher is None:
-                pending, error = True, "no Redis configured"
-            else:
-                try:
-                    self.publisher.point(source.write_key, bundle)
-                except redis.RedisError as exc:
-                    self.store.mark_unpublished([source.write_key])
-                    pending, error = True, f"Redis unreachable, rollback pending ({exc})"
+                pending, error = False, ""
+                if self.publisher is None:
+                    pending, error = True, "no Redis configured"
                 else:
-                    self.store.clear_unpublished([source.write_key])
+                    try:
+                        self.publisher.point(source.write_key, bundle)
+                    except redis.RedisError as exc:
+                        self.store.mark_unpublished([source.write_key])
+                        pending, error = True, f"Redis unreachable, rollback pending ({exc})"
+                    else:
+                        self.store.clear_unpublished([source.write_key])
             return self._result(source, bundle, changed, pending=pending, error=error)
 
     @property
@@ -785,10 +795,10 @@ class Service:
                 result = self._result(source, bundle, changed, revision=revision)
                 body = {"status": "applied", "event_id": event_id, **render(source, result)}
                 self.store.record_webhook_event(event_id, source.id, 200, body)
-            pushed = self._push(source, bundle, changed)
-            if pushed.pending:  # a duplicate delivery gets this reply, not the one recorded
-                body = {**body, **render(source, pushed)}
-                self.store.update_webhook_response(event_id, body)
+                pushed = self._push(source, bundle, changed)
+                if pushed.pending:  # a duplicate delivery gets this reply, not the one recorded
+                    body = {**body, **render(source, pushed)}
+                    self.store.update_webhook_response(event_id, body)
             return 200, body, False
 
     # -- helpers of the single-resource writes ---------------------------------------------

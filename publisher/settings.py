@@ -11,9 +11,8 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from edge.settings import redis_url_problem
+from edge.settings import masked_url, redis_url_problem
 
 
 class SettingsError(ValueError):
@@ -40,6 +39,13 @@ def _seconds(name: str, raw: str) -> float:
     return value
 
 
+def _positive_seconds(name: str, raw: str) -> float:
+    value = _seconds(name, raw)
+    if value == 0:
+        raise SettingsError(f"{name} must be > 0 seconds, got {raw!r}")
+    return value
+
+
 def _port(name: str, raw: str) -> int:
     value = _int(name, raw, 0)
     if value > 65535:
@@ -60,9 +66,7 @@ def _nonempty(name: str, raw: str) -> str:
 def _redis_url(name: str, raw: str) -> str:
     problem = redis_url_problem(raw)
     if problem is not None:
-        url = urlsplit(raw)
-        shown = raw.replace(f":{url.password}@", ":***@") if url.password else raw
-        raise SettingsError(f"{name} {problem}, got {shown!r}")
+        raise SettingsError(f"{name} {problem}, got {masked_url(raw)!r}")
     return raw
 
 
@@ -72,6 +76,9 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
      "SQLite database file: the source of truth (WAL mode)"),
     ("redis_url", "REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url,
      "Redis the bundles are published to"),
+    ("redis_timeout", "PUBLISHER_REDIS_TIMEOUT", "5", _positive_seconds,
+     "socket timeout of each Redis command (connecting: at most 2 s): a hung Redis holds a "
+     "write this long, then the write is accepted as pending"),
     ("host", "PUBLISHER_HOST", "127.0.0.1", _nonempty, "Config API / webhook bind address"),
     ("port", "PUBLISHER_PORT", "8081", _port, "Config API / webhook port"),
     ("api_host", "PUBLISHER_API_HOST", "api.segment.io/v1", _nonempty,
@@ -84,6 +91,8 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
      "largest workspace file `apply` accepts"),
     ("max_body_bytes", "PUBLISHER_MAX_BODY_BYTES", "262144", lambda n, r: _int(n, r, 1),
      "largest Config API / webhook request body (413 above)"),
+    ("body_timeout", "PUBLISHER_BODY_TIMEOUT", "30", _positive_seconds,
+     "seconds a client may take to send a Config API / webhook request body (408 after)"),
     ("webhook_secret", "PUBLISHER_WEBHOOK_SECRET", "", _str,
      "HMAC-SHA256 secret of `POST /hooks/config-changed` (empty: the webhook is disabled)"),
     ("webhook_tolerance", "PUBLISHER_WEBHOOK_TOLERANCE", "300", lambda n, r: _int(n, r, 1),
@@ -100,6 +109,7 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
 class PublisherSettings:
     db_path: str = "settings-cdn.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_timeout: float = 5.0
     host: str = "127.0.0.1"
     port: int = 8081
     api_host: str = "api.segment.io/v1"
@@ -107,6 +117,7 @@ class PublisherSettings:
     max_cloud_instances: int = 10
     max_file_bytes: int = 1048576
     max_body_bytes: int = 262144
+    body_timeout: float = 30.0
     webhook_secret: str = ""
     webhook_tolerance: int = 300
     rate_limit: int = 200

@@ -41,9 +41,9 @@ from publisher.model import (
 )
 from publisher.publish import Bundle
 
-# How long a write waits for another process's write transaction. republish --all and serve's
-# retry hold theirs across one Redis call, which times out after 5 s: a write behind them
-# waits well past that before it gives up (Busy, a 503).
+# How long a write waits for another process's write transaction. Every write holds its
+# transaction across one Redis call, which times out after PUBLISHER_REDIS_TIMEOUT (5 s by
+# default): a write behind it waits well past that before it gives up (Busy, a 503).
 BUSY_TIMEOUT_MS = 15_000
 SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 WRITE_KEY_RE = keyspace.WRITE_KEY_RE

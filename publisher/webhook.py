@@ -110,7 +110,7 @@ async def config_changed(request: Request) -> Response:
     if not secret:
         raise NotFound("the config-changed webhook is disabled: set PUBLISHER_WEBHOOK_SECRET "
                        "to enable it", code="webhook_disabled")
-    raw = await read_body(request, st.settings.max_body_bytes)
+    raw = await read_body(request, st.settings)
     verify(secret, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER),
            raw, now=st.clock(), tolerance=st.settings.webhook_tolerance)
     event = parse_event(parse_json(raw))

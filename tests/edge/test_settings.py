@@ -87,6 +87,17 @@ def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -
     assert message in str(caught.value)
 
 
+@pytest.mark.parametrize("url", ["redis://:hunter2@h:6379/abc", "redis://u:hunter2@h:x/0"])
+def test_bad_redis_url_is_shown_without_its_password(url: str) -> None:
+    """The error names REDIS_URL and its problem, with the password masked: start-up errors
+    end up in logs."""
+    with pytest.raises(SettingsError) as caught:
+        EdgeSettings.from_env({"REDIS_URL": url})
+
+    assert "REDIS_URL=" in str(caught.value) and ":***@" in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
 def test_empty_value_means_default() -> None:
     """An empty variable counts as unset."""
     assert EdgeSettings.from_env({"EDGE_PORT": "  "}).port == 8080

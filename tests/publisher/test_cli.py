@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from edge import keyspace
-from publisher.cli import main
+from publisher.cli import build_service, main
+from publisher.settings import PublisherSettings, SettingsError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspace.json"
 WEB_KEY = "acmeWebsiteWriteKey0001"
@@ -354,3 +355,33 @@ def test_sources_of_an_empty_workspace_name_is_refused(env: Path,
     capsys.readouterr()
 
     assert main(["sources", ""]) == 2
+
+
+@pytest.mark.parametrize("variable", ["PUBLISHER_REDIS_TIMEOUT", "PUBLISHER_BODY_TIMEOUT"])
+@pytest.mark.parametrize(("raw", "ok"), [("0.5", True), ("30", True), ("0", False),
+                                         ("-1", False), ("soon", False), ("inf", False)])
+def test_timeout_settings_take_positive_seconds(variable: str, raw: str, ok: bool) -> None:
+    """The Redis command timeout and the request-body timeout are seconds > 0; anything else
+    stops the start with a message naming the variable."""
+    field = {"PUBLISHER_REDIS_TIMEOUT": "redis_timeout",
+             "PUBLISHER_BODY_TIMEOUT": "body_timeout"}[variable]
+    if ok:
+        assert getattr(PublisherSettings.from_env({variable: raw}), field) == float(raw)
+        return
+    with pytest.raises(SettingsError, match=variable):
+        PublisherSettings.from_env({variable: raw})
+
+
+def test_redis_timeout_reaches_the_client(tmp_path: Path) -> None:
+    """PUBLISHER_REDIS_TIMEOUT is the socket timeout of the publisher's Redis client (it was a
+    fixed 5 s); connecting waits at most 2 s, or the timeout if shorter."""
+    for timeout, connect in ((0.75, 0.75), (9.0, 2.0)):
+        settings = PublisherSettings(db_path=str(tmp_path / "t.db"), redis_timeout=timeout)
+        service = build_service(settings)
+        try:
+            assert service.publisher is not None
+            kwargs = service.publisher.client.connection_pool.connection_kwargs
+            assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (timeout,
+                                                                                     connect)
+        finally:
+            service.store.close()

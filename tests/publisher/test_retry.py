@@ -309,6 +309,48 @@ def test_republish_and_another_process_rollback_do_not_interleave(
     assert served_version(redis_client, src.write_key) == 1
 
 
+def test_a_write_and_another_process_rollback_do_not_interleave(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    """A write publishes to Redis inside its transaction: a rollback by another process (the
+    CLI beside serve) waits for it, then lands last. Before, the write committed v3, the
+    rollback pointed Redis at v1, then the write published v3 over it: Redis served v3 while
+    SQLite's current version was v1, and nothing recorded the difference."""
+    db = str(tmp_path / "config.db")
+    with Store.open(db) as first, Store.open(db) as second:
+        writer = Service(first, default_catalog(), RedisPublisher(redis_client))
+        other = Service(second, default_catalog(), RedisPublisher(redis_client))
+        src = source(writer, 0, "one")
+        writer.publish(src)
+        writer.store.replace_instances(src.id, [])
+        writer.publish(src)  # v2
+        writing, go_on = threading.Event(), threading.Event()
+        assert writer.publisher is not None
+        write = writer.publisher.write
+
+        def paused(*args: Any, **kwargs: Any) -> bool:
+            writing.set()
+            go_on.wait(5)
+            return write(*args, **kwargs)
+
+        writer.publisher.write = paused  # type: ignore[method-assign]
+        writer.store.replace_instances(src.id, [Instance(
+            id="amp", catalog_slug="amplitude", display_name="Amplitude",
+            connection_mode="DEVICE", enabled=True, settings={"apiKey": "three"})])
+        write_thread = threading.Thread(target=lambda: writer.publish(src))  # v3
+        write_thread.start()
+        assert writing.wait(5)
+        rollback = threading.Thread(target=lambda: other.rollback(src, 1))
+        rollback.start()
+        rollback.join(0.5)  # done by now unless it waits for the write's transaction
+        go_on.set()
+        write_thread.join(10)
+        rollback.join(10)
+
+        current = second.current_bundle(src.id)
+    assert current is not None and current.version == 1
+    assert served_version(redis_client, src.write_key) == 1
+
+
 def test_a_write_behind_another_process_lock_is_a_503(tmp_path: Path, redis_client: redis.Redis,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A write that cannot get the database's write lock in time (another process holds it,

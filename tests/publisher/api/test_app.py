@@ -13,8 +13,8 @@ from starlette.types import Message
 
 from publisher import cli
 from publisher.api import create_app
-from publisher.api_http import read_body
-from publisher.errors import InvalidArgument
+from publisher.api_http import error_response, read_body
+from publisher.errors import InvalidArgument, RequestTimeout
 from publisher.settings import PublisherSettings
 from publisher.store import Store
 
@@ -57,8 +57,31 @@ def test_client_gone_mid_body_is_a_4xx() -> None:
     request = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
 
     with pytest.raises(InvalidArgument) as caught:
-        asyncio.run(read_body(request, 1000))
+        asyncio.run(read_body(request, PublisherSettings(max_body_bytes=1000)))
 
     assert caught.value.code == "incomplete_body"
     assert caught.value.message == ("the client closed the connection after 5 bytes of the "
                                     "body")
+
+
+def test_a_body_that_stalls_is_a_408_and_closes_the_connection() -> None:
+    """A client that sends part of its body and then nothing gets a 408 body_timeout after
+    PUBLISHER_BODY_TIMEOUT (no task waits forever), and the answer closes the connection: the
+    rest of that body, should it come, is not read as a next request."""
+    messages: list[Message] = [{"type": "http.request", "body": b'{"fil', "more_body": True}]
+
+    async def receive() -> Message:
+        if messages:
+            return messages.pop(0)
+        await asyncio.sleep(3600)  # the client stalls
+        raise AssertionError("unreachable")
+
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+    settings = PublisherSettings(max_body_bytes=1000, body_timeout=0.2)
+
+    with pytest.raises(RequestTimeout) as caught:
+        asyncio.run(read_body(request, settings))
+
+    assert caught.value.http_status == 408 and caught.value.code == "body_timeout"
+    assert "5 bytes received; PUBLISHER_BODY_TIMEOUT" in caught.value.message
+    assert error_response(caught.value).headers["connection"] == "close"

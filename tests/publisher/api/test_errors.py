@@ -333,6 +333,30 @@ def test_bad_update_mask(writer: Api, fid: str, body: Any, names: str) -> None:
     assert snapshot(writer) == before
 
 
+@pytest.mark.parametrize(("body", "names"), [
+    pytest.param({"filter": {"title": "new", "enabled": "yes"},
+                  "update_mask": {"paths": ["filter.title"]}},
+                 "filter.enabled must be true or false, got string", id="enabled-outside-mask"),
+    pytest.param({"filter": {"title": "new", "actions": {"type": "drop_event"}},
+                  "update_mask": {"paths": ["title"]}},
+                 "filter.actions must be an array, got object", id="actions-outside-mask"),
+    pytest.param({"filter": {"if": 3}, "update_mask": {"paths": ["filter.if"]}},
+                 "filter.if must be a string, got number", id="if-in-mask"),
+])
+def test_patch_filter_type_checks_every_field(writer: Api, fid: str, body: Any,
+                                              names: str) -> None:
+    """PATCH filter type-checks the fields outside update_mask too (as PATCH destination
+    does): a wrongly typed field is a 400 naming it, and nothing changes. Before, a field
+    outside the mask was accepted whatever its type."""
+    before = snapshot(writer)
+
+    status, resp = writer.call("PATCH", f"{FILTERS}/{fid}", body)
+
+    assert_error(status, resp, 400, 3)
+    assert names in resp["error"]
+    assert snapshot(writer) == before
+
+
 def test_eleventh_filter_is_refused(writer: Api, fid: str) -> None:
     """A destination holds at most 10 filters; the 11th is 400 and changes nothing."""
     for n in range(9):
