@@ -4,7 +4,8 @@ Everything a publish needs lives here: workspaces, sources and their write keys,
 instances with their filters, and every kept published bundle *with its bytes*, so
 ``republish --all`` restores Redis byte for byte and a rollback works after a Redis flush.
 
-One connection, shared by the threads of one process under a re-entrant lock.
+Two connections per process, each shared by its threads under a lock: one writes, the other
+(``query_only``) answers reads from the last commit, so a read never waits for a write.
 :meth:`Store.transaction` is ``BEGIN IMMEDIATE`` (the write lock is taken up front, so two
 writers queue on ``busy_timeout`` instead of failing half-way); nested use is a SAVEPOINT, so
 every write method is atomic on its own and also composes into a caller's transaction.
@@ -193,6 +194,18 @@ def new_instance_id(display_name: str, taken: Collection[str]) -> str:
     return candidate
 
 
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path,
+        isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+        check_same_thread=False,  # guarded by Store's locks
+        timeout=BUSY_TIMEOUT_MS / 1000,
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    return conn
+
+
 def _workspace(row: sqlite3.Row) -> Workspace:
     return Workspace(id=row["id"], slug=row["slug"], name=row["name"])
 
@@ -267,40 +280,47 @@ def _check_instances(source_id: int, instances: Sequence[Instance]) -> None:
 class Store:
     """The configuration database. Build with :meth:`open`; every method is thread-safe."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection,
+                 reader: sqlite3.Connection | None = None) -> None:
         self._conn = conn
-        self._lock = threading.RLock()
+        # WAL lets a second connection read the last committed state while the first writes:
+        # a request that only reads never waits for a write, which holds its transaction
+        # across a Redis call (up to PUBLISHER_REDIS_TIMEOUT on a hung Redis). A ":memory:"
+        # database is one connection: reads then wait for a running write.
+        self._reader = conn if reader is None else reader
+        self._lock = threading.RLock()  # the write connection
+        self._read_lock = self._lock if reader is None else threading.Lock()
         self._depth = 0
+        self._writer: int | None = None  # the thread inside transaction()
 
     @classmethod
     def open(cls, path: str) -> Store:
         """Open (creating if needed) the database at ``path``; ``":memory:"`` for tests."""
         conn: sqlite3.Connection | None = None
+        reader: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(
-                path,
-                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
-                check_same_thread=False,  # guarded by Store._lock
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-            conn.row_factory = sqlite3.Row
+            conn = _connect(path)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: survives app crashes
             conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.executescript(SCHEMA)
+            if path not in (":memory:", ""):  # (each of those is a database of its own)
+                reader = _connect(path)
+                reader.execute("PRAGMA query_only=ON")
         except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()
+            for opened in (conn, reader):
+                if opened is not None:
+                    opened.close()
             raise InvalidArgument(
                 f"cannot open the configuration database {path!r}: {exc}",
                 code="database_unavailable",
             ) from None
-        return cls(conn)
+        return cls(conn, reader)
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._conn.close()
+            self._reader.close()
 
     def __enter__(self) -> Store:
         return self
@@ -339,7 +359,7 @@ class Store:
                 raise Busy(f"the configuration database is busy: {exc} (another publisher "
                            f"process held its write lock for {BUSY_TIMEOUT_MS // 1000} s); "
                            "retry shortly") from None
-            self._depth = 1
+            self._depth, self._writer = 1, threading.get_ident()
             try:
                 yield
                 self._conn.execute("COMMIT")
@@ -348,28 +368,39 @@ class Store:
                     self._conn.execute("ROLLBACK")
                 raise
             finally:
-                self._depth = 0
+                self._depth, self._writer = 0, None
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection a read uses: inside this thread's transaction the transaction's own
+        (it sees what the transaction wrote), otherwise the reader (the last commit)."""
+        if self._depth and self._writer == threading.get_ident():
+            with self._lock:
+                yield self._conn
+            return
+        with self._read_lock:
+            yield self._reader
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         """A consistent snapshot for multi-statement reads (joins a running transaction)."""
-        with self._lock:
-            if self._depth:
-                yield self._conn
+        with self._reading() as conn:
+            if conn is self._conn and self._depth:
+                yield conn
                 return
-            self._conn.execute("BEGIN")
+            conn.execute("BEGIN")
             try:
-                yield self._conn
+                yield conn
             finally:
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
-        with self._lock:
-            return cast(sqlite3.Row | None, self._conn.execute(sql, args).fetchone())
+        with self._reading() as conn:
+            return cast(sqlite3.Row | None, conn.execute(sql, args).fetchone())
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+        with self._reading() as conn:
+            return conn.execute(sql, args).fetchall()
 
     # -- workspaces -------------------------------------------------------------------
 

@@ -540,6 +540,39 @@ def test_transaction_serialises_threads(store: Store) -> None:
     assert found is not None and found.revision == 200
 
 
+def test_reads_do_not_wait_for_a_running_write(store: Store) -> None:
+    """A read from another thread answers from the last commit while a write transaction is
+    open (it may wait on Redis for PUBLISHER_REDIS_TIMEOUT): it neither waits for it nor sees
+    its uncommitted rows. Inside the transaction, its own thread sees them."""
+    store.create_workspace("acme", "Acme")
+    inside, release = threading.Event(), threading.Event()
+    seen_inside: list[bool] = []
+
+    def write() -> None:
+        with store.transaction():
+            store.create_workspace("beta", "Beta")
+            seen_inside.append(store.get_workspace("beta") is not None)
+            inside.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert inside.wait(5)
+    found: list[list[str]] = []
+    reader = threading.Thread(target=lambda: found.append(
+        [w.slug for w in store.list_workspaces()]))
+    reader.start()
+    reader.join(2)  # done by now unless it waits for the write
+    answered_during_write = not reader.is_alive()
+    release.set()
+    writer.join(10)
+    reader.join(10)
+
+    assert answered_during_write and found == [["acme"]]
+    assert seen_inside == [True]
+    assert [w.slug for w in store.list_workspaces()] == ["acme", "beta"]
+
+
 def test_tokens(store: Store) -> None:
     """Tokens are stored by hash, found by hash, and their scope is checked."""
     ws = store.create_workspace("acme", "Acme")
