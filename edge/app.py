@@ -16,7 +16,7 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -98,7 +98,7 @@ async def serve_settings(scope: Scope, send: Send, rt: Runtime) -> None:
 _NOT_PLAIN = frozenset({b"content-length", b"transfer-encoding", b"expect", b"upgrade"})
 
 
-def scan(headers: Iterable[tuple[bytes, bytes]]
+def scan(headers: Sequence[tuple[bytes, bytes]]
          ) -> tuple[bytes | None, bytes | None, bytes | None, bool]:
     """Accept-Encoding, If-None-Match, If-Modified-Since (repeated fields joined with commas,
     RFC 9110 §5.3), and whether the request is plain: none of ``_NOT_PLAIN``."""
@@ -106,15 +106,37 @@ def scan(headers: Iterable[tuple[bytes, bytes]]
     plain = True
     for name, value in headers:
         if name == b"accept-encoding":
-            accept_encoding = value if accept_encoding is None else accept_encoding + b"," + value
+            if accept_encoding is not None:
+                return _scan_repeated(headers)
+            accept_encoding = value
         elif name == b"if-none-match":
-            if_none_match = value if if_none_match is None else if_none_match + b"," + value
-        elif name == b"if-modified-since":  # (joined, two dates are no date: ignored)
-            if_modified_since = (value if if_modified_since is None
-                                 else if_modified_since + b"," + value)
+            if if_none_match is not None:
+                return _scan_repeated(headers)
+            if_none_match = value
+        elif name == b"if-modified-since":
+            if if_modified_since is not None:
+                return _scan_repeated(headers)
+            if_modified_since = value
         elif name in _NOT_PLAIN:
             plain = False
     return accept_encoding, if_none_match, if_modified_since, plain
+
+
+def _scan_repeated(headers: Sequence[tuple[bytes, bytes]]
+                   ) -> tuple[bytes | None, bytes | None, bytes | None, bool]:
+    """``scan`` of a request that repeats one of the fields: each joined once, in linear time
+    (joining as they come copied the whole field again for each repeat: 20,000 repeats cost
+    56 ms of the event loop). Two If-Modified-Since dates joined are no date: ignored."""
+    found: dict[bytes, list[bytes]] = {b"accept-encoding": [], b"if-none-match": [],
+                                       b"if-modified-since": []}
+    plain = True
+    for name, value in headers:
+        if name in found:
+            found[name].append(value)
+        elif name in _NOT_PLAIN:
+            plain = False
+    ae, inm, ims = (b",".join(v) if v else None for v in found.values())
+    return ae, inm, ims, plain
 
 
 async def settings_answer(rt: Runtime, write_key: str, head: bool, accept_encoding: bytes | None,

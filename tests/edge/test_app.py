@@ -11,7 +11,7 @@ import redis
 from starlette.testclient import TestClient
 
 from edge import http, keyspace
-from edge.app import create_app
+from edge.app import create_app, scan
 from edge.keyspace import Envelope
 from edge.propagation import BudgetExceeded
 from edge.settings import EdgeSettings
@@ -320,3 +320,34 @@ def test_create_app_refuses_lifetimes_over_budget() -> None:
     """create_app raises when the worst case exceeds the budget."""
     with pytest.raises(BudgetExceeded, match="EDGE_S_MAXAGE=5000"):
         create_app(EdgeSettings(s_maxage=5000))
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    pytest.param([(b"accept-encoding", b"gzip"), (b"if-none-match", b'"a"')],
+                 (b"gzip", b'"a"', None, True), id="once-each"),
+    pytest.param([(b"if-none-match", b'"a"'), (b"accept-encoding", b"br"),
+                  (b"if-none-match", b'"b"'), (b"content-length", b"0"),
+                  (b"if-none-match", b'"c"'), (b"accept-encoding", b"gzip")],
+                 (b"br,gzip", b'"a","b","c"', None, False), id="repeats-joined-in-order"),
+    pytest.param([(b"if-modified-since", b"x"), (b"if-modified-since", b"y")],
+                 (None, None, b"x,y", True), id="two-dates-joined"),
+    pytest.param([(b"accept-encoding", b"identity")] * 3 + [(b"expect", b"100-continue")],
+                 (b"identity,identity,identity", None, None, False), id="not-plain-after-repeats"),
+])
+def test_scan_joins_repeated_fields(headers: list[tuple[bytes, bytes]],
+                                    expected: tuple[object, ...]) -> None:
+    """Repeated Accept-Encoding / If-None-Match / If-Modified-Since are joined with commas in
+    their order (RFC 9110 §5.3), whichever repeats first, and a body header anywhere makes the
+    request not plain."""
+    assert scan(headers) == expected
+
+
+def test_many_repeated_conditions_are_one_list() -> None:
+    """20,000 repeated If-None-Match members are joined once (they were joined one at a time,
+    a copy of the whole field per repeat); the tag that matches is still found by position."""
+    headers = [(b"if-none-match", b'"%d"' % n) for n in range(20_000)]
+
+    _, if_none_match, _, plain = scan(headers)
+
+    assert if_none_match is not None and plain
+    assert if_none_match.split(b",")[12_345] == b'"12345"'
