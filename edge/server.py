@@ -3,7 +3,7 @@
 Under plain uvicorn every request costs a scope dict, a ``RequestResponseCycle``, an asyncio
 task, two ``send`` messages whose headers uvicorn re-validates one by one, and two socket
 writes. ``EdgeHttpProtocol`` answers a ``GET``/``HEAD`` of ``/v1/projects/{writeKey}/settings``
-itself, with the same code as the ASGI path (``edge.app.choose`` / ``settings_answer``) and
+itself, with the same code as the ASGI path (``edge.answer.choose`` / ``settings_answer``) and
 header lines serialized once per bundle, in one ``transport.write``:
 
 * a bundle the edge holds and need not re-check (``BundleCache.fresh``) is answered before
@@ -40,7 +40,7 @@ import logging
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from edge import http
-from edge.app import Runtime, choose, scan, settings_answer
+from edge.answer import Runtime, choose, scan, settings_answer
 
 log = logging.getLogger("edge.server")
 

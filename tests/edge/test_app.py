@@ -11,7 +11,8 @@ import redis
 from starlette.testclient import TestClient
 
 from edge import http, keyspace
-from edge.app import create_app, scan
+from edge.answer import scan
+from edge.app import create_app
 from edge.keyspace import Envelope
 from edge.propagation import BudgetExceeded
 from edge.settings import EdgeSettings
