@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from edge import http
-from edge.cache import BundleCache, Entry, Unavailable
+from edge.cache import BundleCache, Unavailable
+from edge.entry import Entry
 from edge.instant import Subscription
 from edge.metrics import Metrics
 from edge.settings import EdgeSettings
