@@ -4,7 +4,8 @@ Every write goes through ``Service`` (validate, rules, one transaction, publish)
 with the resource and ``bundle`` — what the write did to the source's published bundle.
 Requests authenticate with ``Authorization: Bearer <token>`` (``publisher.auth``); shapes and
 request parsing live in ``publisher.api_shapes``, bodies and error mapping in
-``publisher.api_http``. Service calls are synchronous (SQLite, sync Redis) and run in the
+``publisher.api_http``, the destination and filter routes in ``publisher.api_destinations``
+and ``publisher.api_filters``. Service calls are synchronous (SQLite, sync Redis) and run in the
 thread pool; resources are opened in the lifespan, nothing at import. The lifespan also runs
 ``publisher.retry``: what a Redis failure left pending is published once Redis answers.
 """
@@ -24,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from publisher import api_filters
+from publisher import api_destinations, api_filters
 from publisher import api_shapes as shapes
 from publisher.api_http import (
     EXCEPTION_HANDLERS,
@@ -38,20 +39,10 @@ from publisher.api_http import (
 )
 from publisher.auth import RateLimiter
 from publisher.errors import InvalidArgument, NotFound
-from publisher.model import Source
 from publisher.retry import publish_pending
 from publisher.service import PublishResult, Service
 from publisher.settings import PublisherSettings
 from publisher.webhook import config_changed
-
-_DEST_FIELDS = ("display_name", "enabled", "connection_mode", "config")
-_ECHOED = ("name", "id", "slug", "catalog_name", "filter_count", "parent", "create_time",
-           "update_time", "copy_settings_from", "filters", "update_mask")
-
-
-def _dest(request: Request, svc: Service, source: Source, inst: Any) -> dict[str, Any]:
-    return shapes.destination_dict(request.path_params["ws"], source.slug, inst, svc.catalog)
-
 
 # -- workspaces and sources ----------------------------------------------------------------
 
@@ -135,88 +126,6 @@ async def rollback(request: Request) -> Response:
     return json_response({"bundle": result.to_dict()})
 
 
-# -- destinations ---------------------------------------------------------------------------
-
-async def list_destinations(request: Request) -> Response:
-    svc, source = await source_of(request)
-    insts = await run_in_threadpool(svc.instances, source)
-    return page(request, "destinations", [_dest(request, svc, source, i) for i in insts])
-
-
-async def create_destination(request: Request) -> Response:
-    svc, source = await source_of(request, write=True)
-    ws = request.path_params["ws"]
-    body = shapes.Obj(await read_json(request), "")
-    raw = body.object("destination", required=True)
-    body.done()
-    assert raw is not None
-    spec, copy_ref = shapes.parse_destination(
-        raw.raw, "destination", f"{shapes.source_name(ws, source.slug)}/destinations",
-        webhook=False)
-    copy_from = None
-    if copy_ref is not None:
-        copy_from = await run_in_threadpool(_resolve_instance, svc, ws, copy_ref)
-    inst, result = await run_in_threadpool(svc.add_instance, source, spec, copy_from)
-    return written("destination", _dest(request, svc, source, inst), result)
-
-
-def _resolve_instance(svc: Service, ws: str, name: str) -> Any:
-    """An instance by resource name, only within the caller's workspace (404 otherwise)."""
-    parts = name.split("/")
-    if len(parts) != 6 or parts[0] != "workspaces" or parts[2] != "sources" \
-            or parts[4] != "destinations":
-        raise InvalidArgument(f"copy_settings_from {name[:200]!r} must be "
-                              "workspaces/<ws>/sources/<src>/destinations/<id>",
-                              code="wrong_name")
-    if parts[1] != ws:
-        raise NotFound(f"destination {name[:200]!r} not found")
-    return svc.instance(svc.source(ws, parts[3]), parts[5])
-
-
-async def get_destination(request: Request) -> Response:
-    svc, source = await source_of(request)
-    inst = await run_in_threadpool(svc.instance, source, request.path_params["dest"])
-    return json_response(_dest(request, svc, source, inst))
-
-
-async def update_destination(request: Request) -> Response:
-    svc, source = await source_of(request, write=True)
-    body = shapes.Obj(await read_json(request), "")
-    paths = shapes.update_mask(body, "destination", _DEST_FIELDS)
-    d = body.object("destination") or shapes.Obj({}, "destination")
-    body.done()
-    fields: dict[str, Any] = {}
-    patch: dict[str, Any] | None = None
-    for path in paths:
-        if path == "enabled":
-            fields["enabled"] = bool(d.flag("enabled"))
-        elif path == "config":
-            entries = d.array("config")
-            patch = (shapes.parse_config(entries, "destination.config", allow_null=True)
-                     if entries is not None else None)
-            if entries is None:
-                fields["settings"] = {}
-        else:
-            fields[path] = d.text(path) or ""
-    for key in _DEST_FIELDS:  # fields outside the mask are type-checked and left alone
-        if key == "enabled":
-            d.flag(key)
-        elif key == "config":
-            d.array(key)
-        else:
-            d.text(key)
-    d.done(*_ECHOED)
-    inst, result = await run_in_threadpool(svc.update_instance, source,
-                                           request.path_params["dest"], fields, patch)
-    return written("destination", _dest(request, svc, source, inst), result)
-
-
-async def delete_destination(request: Request) -> Response:
-    svc, source = await source_of(request, write=True)
-    result = await run_in_threadpool(svc.delete_instance, source, request.path_params["dest"])
-    return json_response({"bundle": result.to_dict()})
-
-
 # -- catalog --------------------------------------------------------------------------------
 
 async def list_catalog(request: Request) -> Response:
@@ -246,11 +155,7 @@ ROUTES = [
     Route(SRC + "/publish", publish_status),
     Route(SRC + "/versions", list_versions),
     Route(SRC + "/rollback", rollback, methods=["POST"]),
-    Route(SRC + "/destinations", list_destinations),
-    Route(SRC + "/destinations", create_destination, methods=["POST"]),
-    Route(DEST, get_destination),
-    Route(DEST, update_destination, methods=["PATCH"]),
-    Route(DEST, delete_destination, methods=["DELETE"]),
+    *api_destinations.routes(SRC, DEST),
     *api_filters.routes(DEST),
     Route("/v1beta/catalog/destinations", list_catalog),
     Route("/v1beta/catalog/destinations/{slug}", get_catalog),

@@ -21,16 +21,15 @@ verbatim); field paths resolve ``\\x`` escapes. Errors are ``FQLError`` with a 0
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from publisher.errors import FQLError
+from publisher.fql_lexer import Token, describe, tokenize
 
 MAX_EXPRESSION_BYTES = 5 * 1024  # "FQL queries are limited to 5 KB each" (Segment docs)
 MAX_NESTING = 64  # parentheses, lists, calls and '!' — keeps the parser's recursion bounded
 MAX_IR_DEPTH = 512  # long and/or chains nest one level per term; json and tsub recurse
-MAX_SAFE_INTEGER = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: tsub compares numbers
 
 # Documented functions and their arity; tsub (the browser) evaluates only BROWSER_FUNCTIONS.
 FUNCTIONS: dict[str, int] = {
@@ -40,122 +39,6 @@ FUNCTIONS: dict[str, int] = {
 BROWSER_FUNCTIONS = frozenset({"contains", "match", "length", "lowercase", "typeof"})
 
 _COMPARISONS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in"})
-_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
-_KEYWORDS = frozenset({"and", "or", "in"})
-_WHITESPACE = frozenset(" \t\r\n")
-_DIGITS = frozenset("0123456789")
-_IDENT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-_IDENT_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_\\")
-
-
-class Token(NamedTuple):
-    kind: str  # path, literal, string, number, an operator/keyword/punctuation itself, or eos
-    value: Any
-    pos: int
-    text: str
-    plain: bool = False  # a path without dots or escapes (may name a function)
-
-
-def _describe(tok: Token) -> str:
-    if tok.kind == "eos":
-        return "the end of the expression"
-    if tok.kind == "path":
-        return f"field {tok.text!r}"
-    if tok.kind in ("string", "number"):
-        return f"{tok.kind} {tok.text}"
-    return repr(tok.text)
-
-
-def _tokenize(src: str) -> list[Token]:
-    tokens: list[Token] = []
-    i, n = 0, len(src)
-    while i < n:
-        c = src[i]
-        if c in _WHITESPACE:
-            i += 1
-        elif c in _IDENT_START:
-            i = _lex_path(src, i, tokens)
-        elif c in _DIGITS or (c in "+-" and i + 1 < n and src[i + 1] in _DIGITS):
-            i = _lex_number(src, i, tokens)
-        elif c in "+-":
-            raise FQLError(f"expected a digit after {c!r}", position=i)
-        elif c in "'\"":
-            end = src.find(c, i + 1)
-            if end < 0:
-                raise FQLError("unterminated string", position=i)
-            tokens.append(Token("string", src[i + 1:end], i, src[i:end + 1]))
-            i = end + 1
-        elif src.startswith(("!=", "<=", ">="), i):
-            tokens.append(Token(src[i:i + 2], None, i, src[i:i + 2]))
-            i += 2
-        elif src.startswith(("==", "&&", "||"), i):
-            hint = {"=": "'='", "&": "'and'", "|": "'or'"}[c]
-            raise FQLError(f"{src[i:i + 2]!r} is not an FQL operator; use {hint}", position=i)
-        elif c in "=<>!()[],":
-            tokens.append(Token(c, None, i, c))
-            i += 1
-        else:
-            raise FQLError(f"invalid character {c!r}", position=i)
-    tokens.append(Token("eos", None, n, ""))
-    return tokens
-
-
-def _lex_path(src: str, start: int, tokens: list[Token]) -> int:
-    """A dotted field path (``properties.product\\ 1.price``), keyword, literal or name."""
-    i, n, segment, plain = start, len(src), "", True
-    segments: list[str] = []
-    while True:
-        if i < n and src[i] == "\\":
-            if i + 1 == n:
-                raise FQLError("expected a character after '\\'", position=i)
-            segment, i, plain = segment + src[i + 1], i + 2, False
-        elif i < n and src[i] in _IDENT:
-            segment, i = segment + src[i], i + 1
-        elif i < n and src[i] == "." and segment:
-            segments.append(segment)
-            segment, i, plain = "", i + 1, False
-        else:
-            if not segment:
-                raise FQLError("expected a field name after '.'", position=i)
-            segments.append(segment)
-            break
-    text = src[start:i]
-    if plain and text in _KEYWORDS:
-        tokens.append(Token(text, None, start, text))
-    elif plain and text in _LITERALS:
-        tokens.append(Token("literal", _LITERALS[text], start, text))
-    else:
-        tokens.append(Token("path", ".".join(segments), start, text, plain))
-    return i
-
-
-def _lex_number(src: str, start: int, tokens: list[Token]) -> int:
-    i, n, dot = start + 1, len(src), -1
-    while i < n and (src[i] in _DIGITS or src[i] == "."):
-        if src[i] == ".":
-            if dot >= 0:
-                raise FQLError("multiple decimal points in one number", position=i)
-            if i + 1 >= n or src[i + 1] not in _DIGITS:
-                raise FQLError("expected a digit after the decimal point", position=i)
-            dot = i
-        i += 1
-    if i < n and (src[i] in _IDENT or src[i] == "\\"):
-        raise FQLError(f"unexpected {src[i]!r} after number {src[start:i]}", position=i)
-    text = src[start:i]
-    value: float | int
-    if dot >= 0:
-        value = float(text)  # a digit string of any length: inf beyond ~1.8e308
-        exact = math.isfinite(value)
-    else:  # (int() refuses strings over 4,300 digits: test the length first)
-        value = int(text) if len(text) <= 20 else MAX_SAFE_INTEGER + 1
-        exact = abs(value) <= MAX_SAFE_INTEGER
-    if not exact:
-        shown = text if len(text) <= 24 else f"{text[:20]}… ({len(text)} characters)"
-        raise FQLError(f"number {shown} is out of range: the browser reads FQL numbers as "
-                       f"JavaScript numbers (whole numbers up to ±{MAX_SAFE_INTEGER}, "
-                       "finite decimals)", position=start)
-    tokens.append(Token("number", value, start, text))
-    return i
 
 
 class _Parser:
@@ -176,7 +59,7 @@ class _Parser:
     def expect(self, kind: str, what: str) -> Token:
         tok = self.next()
         if tok.kind != kind:
-            raise FQLError(f"expected {what}, found {_describe(tok)}", position=tok.pos)
+            raise FQLError(f"expected {what}, found {describe(tok)}", position=tok.pos)
         return tok
 
     def enter(self, tok: Token) -> None:
@@ -237,7 +120,7 @@ class _Parser:
             return inner
         if tok.kind == "path":
             return self.call(tok) if self.peek().kind == "(" else tok.value
-        raise FQLError(f"expected a value, found {_describe(tok)}", position=tok.pos)
+        raise FQLError(f"expected a value, found {describe(tok)}", position=tok.pos)
 
     def call(self, name: Token) -> Any:
         if not name.plain or name.value not in FUNCTIONS:
@@ -273,7 +156,7 @@ class _Parser:
                     items.append(self.list_(tok))
                 else:
                     raise FQLError("expected a list element (a string, number, true, false, "
-                                   f"null or list), found {_describe(tok)}", position=tok.pos)
+                                   f"null or list), found {describe(tok)}", position=tok.pos)
                 if self.expect_one((",", "]"), "',' or ']' in the list").kind == "]":
                     break
         self.nesting -= 1
@@ -282,7 +165,7 @@ class _Parser:
     def expect_one(self, kinds: tuple[str, ...], what: str) -> Token:
         tok = self.next()
         if tok.kind not in kinds:
-            raise FQLError(f"expected {what}, found {_describe(tok)}", position=tok.pos)
+            raise FQLError(f"expected {what}, found {describe(tok)}", position=tok.pos)
         return tok
 
 
@@ -315,7 +198,7 @@ def parse(expr: str) -> Any:
     if not isinstance(expr, str):
         raise FQLError(f"expression must be a string, not {type(expr).__name__}", position=0)
     _check_size(expr)
-    parser = _Parser(_tokenize(expr))
+    parser = _Parser(tokenize(expr))
     if parser.peek().kind == "eos":
         raise FQLError("empty expression", position=0)
     ir = parser.expression()
@@ -324,7 +207,7 @@ def parse(expr: str) -> Any:
         raise FQLError("unexpected ')' without a matching '('", position=tok.pos)
     if tok.kind != "eos":
         raise FQLError(f"expected 'and', 'or' or the end of the expression, found "
-                       f"{_describe(tok)}", position=tok.pos)
+                       f"{describe(tok)}", position=tok.pos)
     if _ir_depth(ir) > MAX_IR_DEPTH:
         raise FQLError(f"expression nests more than {MAX_IR_DEPTH} levels deep "
                        "(too many terms joined by 'and'/'or')", position=0, code="fql_too_deep")
