@@ -27,6 +27,7 @@ from starlette.routing import Route
 
 from publisher import api_destinations, api_filters
 from publisher import api_shapes as shapes
+from publisher.api_fields import Obj
 from publisher.api_http import (
     EXCEPTION_HANDLERS,
     ApiState,
@@ -66,7 +67,7 @@ async def list_sources(request: Request) -> Response:
 
 async def create_source(request: Request) -> Response:
     svc, who = await authorize(request, write=True)
-    body = shapes.Obj(await read_json(request), "")
+    body = Obj(await read_json(request), "")
     s = body.object("source", required=True)
     assert s is not None
     body.done()
@@ -119,7 +120,7 @@ async def list_versions(request: Request) -> Response:
 
 async def rollback(request: Request) -> Response:
     svc, source = await source_of(request, write=True)
-    body = shapes.Obj(await read_json(request), "")
+    body = Obj(await read_json(request), "")
     version = body.number("version", required=True, minimum=1) or 0
     body.done()
     result = await run_in_threadpool(svc.rollback, source, version)

@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from publisher import api_shapes as shapes
+from publisher.api_fields import Obj
 from publisher.api_http import json_response, page, read_json, source_of, written
 from publisher.errors import InvalidArgument, NotFound
 from publisher.model import Source
@@ -40,7 +41,7 @@ async def list_destinations(request: Request) -> Response:
 async def create_destination(request: Request) -> Response:
     svc, source = await source_of(request, write=True)
     ws = request.path_params["ws"]
-    body = shapes.Obj(await read_json(request), "")
+    body = Obj(await read_json(request), "")
     raw = body.object("destination", required=True)
     body.done()
     assert raw is not None
@@ -75,9 +76,9 @@ async def get_destination(request: Request) -> Response:
 
 async def update_destination(request: Request) -> Response:
     svc, source = await source_of(request, write=True)
-    body = shapes.Obj(await read_json(request), "")
+    body = Obj(await read_json(request), "")
     paths = shapes.update_mask(body, "destination", _DEST_FIELDS)
-    d = body.object("destination") or shapes.Obj({}, "destination")
+    d = body.object("destination") or Obj({}, "destination")
     body.done()
     fields: dict[str, Any] = {}
     patch: dict[str, Any] | None = None

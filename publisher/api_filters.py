@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from publisher import api_shapes as shapes
+from publisher.api_fields import Obj
 from publisher.api_http import json_response, page, read_json, source_of, written
 from publisher.errors import NotFound
 from publisher.model import Source
@@ -37,7 +38,7 @@ async def list_filters(request: Request) -> Response:
 
 async def create_filter(request: Request) -> Response:
     svc, source = await source_of(request, write=True)
-    body = shapes.Obj(await read_json(request), "")
+    body = Obj(await read_json(request), "")
     raw = body.object("filter", required=True)
     body.object("update_mask")  # the Go client sends one on create; it changes nothing
     body.done()
@@ -60,9 +61,9 @@ async def get_filter(request: Request) -> Response:
 
 async def update_filter(request: Request) -> Response:
     svc, source = await source_of(request, write=True)
-    body = shapes.Obj(await read_json(request), "")
+    body = Obj(await read_json(request), "")
     paths = shapes.update_mask(body, "filter", FIELDS)
-    f = body.object("filter") or shapes.Obj({}, "filter")
+    f = body.object("filter") or Obj({}, "filter")
     body.done()
     for key in FIELDS:  # every field given is type-checked, in the mask or not (as PATCH
         if key == "enabled":  # destination does); only the mask's fields change

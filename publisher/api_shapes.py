@@ -1,95 +1,29 @@
 """Config API (v1beta) JSON shapes: strict request parsing and resource rendering — pure.
 
 Resource names follow the Config API: ``workspaces/{ws}/sources/{src}/destinations/{id}``
-and ``…/destinations/{id}/filters/{filter_id}``. Request bodies are checked field by field:
-a wrong type or an unknown field is an ``InvalidArgument`` naming the field's path, so bad
-input is a 400 that says what to fix, never a crash. Read-only fields a GET returns
-(``parent``, ``create_time``, ``update_time``) may be echoed back and are ignored.
+and ``…/destinations/{id}/filters/{filter_id}``. Request bodies are checked field by field
+(``publisher.api_fields.Obj``): a wrong type or an unknown field is an ``InvalidArgument``
+naming the field's path, so bad input is a 400 that says what to fix, never a crash.
+Read-only fields a GET returns (``parent``, ``create_time``, ``update_time``) may be echoed
+back and are ignored.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
+from publisher.api_fields import Obj, T
 from publisher.catalog import Catalog
-from publisher.errors import InvalidArgument, shown, type_name
+from publisher.errors import InvalidArgument, type_name
 from publisher.model import RESOURCE_ID_RE, Filter, Instance, Source
 from publisher.service import InstanceSpec, filter_dict
 
-MAX_INT = 2**63 - 1  # SQLite's INTEGER
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200
 _ID_RE = RESOURCE_ID_RE
 _READ_ONLY = frozenset({"parent", "create_time", "update_time"})
-T = TypeVar("T")
-
-
-class Obj:
-    """One JSON object of a request, read field by field; ``done()`` refuses the leftovers."""
-
-    def __init__(self, raw: Any, where: str) -> None:
-        if not isinstance(raw, dict):
-            raise InvalidArgument(f"{where} must be an object, got {type_name(raw)}",
-                                  code="wrong_type")
-        self.raw: dict[str, Any] = raw
-        self.where = where
-        self.seen: set[str] = set()
-
-    def path(self, key: str) -> str:
-        return f"{self.where}.{key}" if self.where else key
-
-    def has(self, key: str) -> bool:
-        return key in self.raw
-
-    def get(self, key: str, kind: type[T] | tuple[type, ...], what: str, *,
-            required: bool = False) -> Any:
-        self.seen.add(key)
-        if key not in self.raw:
-            if required:
-                got = ", ".join(repr(k) for k in sorted(self.raw)[:10]) or "none"
-                raise InvalidArgument(f"{self.path(key)} is required (fields given: {got})",
-                                      code="missing_field")
-            return None
-        value = self.raw[key]
-        bad_bool = isinstance(value, bool) and kind is int
-        if not isinstance(value, kind) or bad_bool:
-            got = type_name(value)
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                got += " " + shown(value)  # 1.0, 1e+30: which number was not a whole one
-            raise InvalidArgument(f"{self.path(key)} must be {what}, got {got}",
-                                  code="wrong_type")
-        return value
-
-    def text(self, key: str, *, required: bool = False) -> str | None:
-        value = self.get(key, str, "a string", required=required)
-        if required and not value.strip():
-            raise InvalidArgument(f"{self.path(key)} must not be empty", code="missing_field")
-        return value  # type: ignore[no-any-return]
-
-    def flag(self, key: str) -> bool | None:
-        return self.get(key, bool, "true or false")  # type: ignore[no-any-return]
-
-    def number(self, key: str, *, required: bool = False, minimum: int = 0) -> int | None:
-        value = self.get(key, int, "a whole number", required=required)
-        if value is not None and not minimum <= value <= MAX_INT:
-            raise InvalidArgument(f"{self.path(key)} must be a whole number from {minimum} to "
-                                  f"{MAX_INT}, got {value}", code="out_of_range")
-        return value  # type: ignore[no-any-return]
-
-    def array(self, key: str, *, required: bool = False) -> list[Any] | None:
-        return self.get(key, list, "an array", required=required)  # type: ignore[no-any-return]
-
-    def object(self, key: str, *, required: bool = False) -> Obj | None:
-        self.get(key, dict, "an object", required=required)
-        return Obj(self.raw[key], self.path(key)) if key in self.raw else None
-
-    def done(self, *ignored: str) -> None:
-        unknown = sorted(k for k in self.raw if k not in self.seen and k not in ignored)
-        if unknown:
-            raise InvalidArgument(f"{self.where or 'body'}: unknown field "
-                                  f"{self.path(unknown[0])!r}", code="unknown_field")
 
 
 # -- names ---------------------------------------------------------------------------------
