@@ -1,0 +1,192 @@
+"""Published bundles, kept with their bytes, and which of them Redis should serve.
+
+SQLite keeps every published bundle until it is pruned, bytes included, and each source's
+``current_version``: so ``republish --all`` can rebuild Redis byte for byte and a rollback
+still works after a Redis flush. A version, once recorded, never holds other bytes. The
+``unpublished`` table sits here too: the write keys whose current bundle (or deletion) Redis
+refused, which serve's retry loop in any publisher process on this database pushes again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+from publisher.errors import AlreadyExists, InvalidArgument, NotFound
+from publisher.model import Source
+from publisher.publish import Bundle
+from publisher.store_base import StoreBase
+from publisher.store_schema import as_bundle, as_source, id_list, now_rfc3339
+
+
+class BundlesMixin(StoreBase):
+    """Kept bundles, each source's current one, and the sources Redis has yet to get."""
+
+    # -- bundles ----------------------------------------------------------------------
+
+    def record_bundle(self, source_id: int, bundle: Bundle) -> None:
+        """Keep a published bundle (bytes included) and make it the source's current one."""
+        self.record_bundles([(source_id, bundle)])
+
+    def record_bundles(self, items: Sequence[tuple[int, Bundle]]) -> None:
+        """``record_bundle`` for many sources at once, in four statements whatever their number.
+
+        In order, as if recorded one by one; all or nothing.
+        """
+        if not items:
+            return
+        ids = id_list(source_id for source_id, _ in items)
+        with self.transaction():
+            found = {r["id"] for r in self._conn.execute(
+                "SELECT id FROM sources WHERE id IN (SELECT value FROM json_each(?))", (ids,))}
+            held: dict[tuple[int, int], str] = {
+                (r["source_id"], r["version"]): r["etag"] for r in self._conn.execute(
+                    "SELECT source_id, version, etag FROM bundles"
+                    " WHERE source_id IN (SELECT value FROM json_each(?))", (ids,))}
+            new: list[tuple[int, int, str, int, int, bytes, bytes]] = []
+            for source_id, bundle in items:
+                if source_id not in found:
+                    raise NotFound(f"source {source_id} not found")
+                etag = held.get((source_id, bundle.version))
+                if etag is None:
+                    held[source_id, bundle.version] = bundle.etag
+                    new.append((source_id, bundle.version, bundle.etag, bundle.revision,
+                                bundle.published_at, bundle.json, bundle.gzip))
+                elif etag != bundle.etag:
+                    raise AlreadyExists(
+                        f"version {bundle.version} of source {source_id} already holds another "
+                        f"bundle (etag {etag}, not {bundle.etag}); versions are immutable"
+                    )
+            self._conn.executemany(
+                "INSERT INTO bundles (source_id, version, etag, revision, published_at,"
+                " json, gzip) VALUES (?, ?, ?, ?, ?, ?, ?)", new)
+            self._conn.executemany(
+                "UPDATE sources SET current_version = ? WHERE id = ?",
+                [(bundle.version, source_id) for source_id, bundle in items])
+
+    def set_current(self, source_id: int, version: int, *, published_at: int | None = None
+                    ) -> None:
+        """Make a kept version the one Redis should serve (rollback records itself here);
+        ``published_at`` re-dates it (a rollback serves it again from that time on)."""
+        with self.transaction():
+            if self.get_bundle(source_id, version) is None:
+                raise NotFound(f"version {version} of source {source_id} is not kept")
+            self._conn.execute(
+                "UPDATE sources SET current_version = ? WHERE id = ?", (version, source_id)
+            )
+            if published_at is not None:
+                self._conn.execute(
+                    "UPDATE bundles SET published_at = ? WHERE source_id = ? AND version = ?",
+                    (published_at, source_id, version))
+
+    def current_bundle(self, source_id: int) -> Bundle | None:
+        """The bundle Redis should serve for the source (after a rollback: not the newest)."""
+        row = self._one(
+            "SELECT b.* FROM bundles b JOIN sources s"
+            " ON s.id = b.source_id AND s.current_version = b.version WHERE s.id = ?",
+            (source_id,),
+        )
+        return as_bundle(row) if row is not None else self.latest_bundle(source_id)
+
+    def current_bundles(self, after: int, limit: int
+                        ) -> list[tuple[Source, Bundle | None, bool]]:
+        """One page of sources (ids above ``after``, ``limit`` of them) with the bundle Redis
+        should serve, and whether that bundle is below the source's highest kept version
+        (rolled back): ``republish --all`` reads and publishes page by page."""
+        rows = self._all(
+            "SELECT s.*, b.version AS b_version, b.etag AS b_etag,"
+            " b.published_at AS b_published_at, b.revision AS b_revision,"
+            " b.json AS b_json, b.gzip AS b_gzip,"
+            " (SELECT MAX(version) FROM bundles WHERE source_id = s.id) AS b_latest"
+            " FROM sources s"
+            " LEFT JOIN bundles b ON b.source_id = s.id AND b.version = s.current_version"
+            " WHERE s.id > ? ORDER BY s.id LIMIT ?", (after, limit))
+        page: list[tuple[Source, Bundle | None, bool]] = []
+        for row in rows:
+            bundle = None if row["b_version"] is None else Bundle(
+                version=row["b_version"], etag=row["b_etag"],
+                published_at=row["b_published_at"], revision=row["b_revision"],
+                json=bytes(row["b_json"]), gzip=bytes(row["b_gzip"]))
+            page.append((as_source(row), bundle,
+                         bundle is not None and bundle.version < row["b_latest"]))
+        return page
+
+    def current_pointers(self) -> Iterator[tuple[str, int, str]]:
+        """``(write_key, version, etag)`` of every source's current bundle, in pages, without
+        the bytes: what Redis's pointers should say (the publisher's check at start)."""
+        last = 0
+        while True:
+            rows = self._all(
+                "SELECT s.id, s.write_key, b.version, b.etag FROM sources s"
+                " JOIN bundles b ON b.source_id = s.id AND b.version = s.current_version"
+                " WHERE s.id > ? ORDER BY s.id LIMIT 1000", (last,))
+            if not rows:
+                return
+            for row in rows:
+                yield row["write_key"], row["version"], row["etag"]
+            last = rows[-1]["id"]
+
+    def sources_with_bundles(self, source_ids: Sequence[int]) -> set[int]:
+        """Those of ``source_ids`` that hold at least one bundle (published at some point)."""
+        rows = self._all("SELECT DISTINCT source_id FROM bundles"
+                         " WHERE source_id IN (SELECT value FROM json_each(?))",
+                         (id_list(source_ids),))
+        return {r["source_id"] for r in rows}
+
+    def latest_bundle(self, source_id: int) -> Bundle | None:
+        """The highest-numbered bundle; the next publish uses ``version + 1``."""
+        row = self._one(
+            "SELECT * FROM bundles WHERE source_id = ? ORDER BY version DESC LIMIT 1", (source_id,)
+        )
+        return as_bundle(row) if row is not None else None
+
+    def get_bundle(self, source_id: int, version: int) -> Bundle | None:
+        row = self._one(
+            "SELECT * FROM bundles WHERE source_id = ? AND version = ?", (source_id, version)
+        )
+        return as_bundle(row) if row is not None else None
+
+    def list_bundles(self, source_id: int) -> list[Bundle]:
+        """Every kept bundle of the source, oldest first."""
+        rows = self._all("SELECT * FROM bundles WHERE source_id = ? ORDER BY version", (source_id,))
+        return [as_bundle(r) for r in rows]
+
+    def prune_bundles(self, source_id: int, keep: int) -> list[int]:
+        """Delete all but the newest ``keep`` bundles, never the current one; returns versions."""
+        if keep < 1:
+            raise InvalidArgument(f"keep must be >= 1, got {keep}")
+        with self.transaction():
+            rows = self._conn.execute(
+                "SELECT b.version FROM bundles b JOIN sources s ON s.id = b.source_id"
+                " WHERE b.source_id = ? AND b.version IS NOT s.current_version"
+                " AND b.version < (SELECT MIN(version) FROM (SELECT version FROM bundles"
+                "  WHERE source_id = ? ORDER BY version DESC LIMIT ?))",
+                (source_id, source_id, keep),
+            ).fetchall()
+            doomed = [int(r["version"]) for r in rows]
+            self._conn.executemany(
+                "DELETE FROM bundles WHERE source_id = ? AND version = ?",
+                [(source_id, v) for v in doomed],
+            )
+        return sorted(doomed)
+
+    # -- what Redis has yet to get ----------------------------------------------------------
+
+    def mark_unpublished(self, write_keys: Iterable[str]) -> None:
+        """Record that Redis may not serve what SQLite holds for these sources (kept across
+        restarts and shared by every process on this database)."""
+        rows = [(key, now_rfc3339()) for key in write_keys]
+        if rows:  # (the check at start usually finds none: no write transaction for that)
+            with self.transaction():
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO unpublished (write_key, since) VALUES (?, ?)", rows)
+
+    def clear_unpublished(self, write_keys: Iterable[str]) -> None:
+        """Redis has these sources as SQLite does again."""
+        keys = [(key,) for key in write_keys]
+        if keys and self._one("SELECT 1 FROM unpublished LIMIT 1") is not None:
+            with self.transaction():
+                self._conn.executemany("DELETE FROM unpublished WHERE write_key = ?", keys)
+
+    def unpublished(self) -> list[str]:
+        return [r["write_key"] for r in
+                self._all("SELECT write_key FROM unpublished ORDER BY write_key")]
