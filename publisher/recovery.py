@@ -1,0 +1,142 @@
+"""Bringing Redis back in line with SQLite, the record of what every source should serve.
+
+Redis falls behind when a write's Redis step fails, a publisher stops between commit and
+publish, or Redis restarts empty (``find_pending``, ``retry_pending`` in ``serve``'s loop,
+``republish --all``); a ``rollback`` sends it back to a kept version. Each Redis write here
+happens inside a write transaction, for the reason publisher/service.py gives.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import redis
+
+from publisher.errors import NotFound
+from publisher.model import Source
+from publisher.staging import PublishResult, Staging
+
+
+class Recovery(Staging):
+    """``Service``'s republish, rollback and retry of pending sources (a mixin)."""
+
+    def republish_all(self, *, batch: int = 500) -> Iterator[PublishResult]:
+        """Rebuild Redis from SQLite: every source's current bundle, byte for byte.
+
+        This restores what was served (after a rollback, the rolled-back version); it does
+        not recompile — ``publish`` does that. A source never published is compiled and
+        published now. Sources go to Redis ``batch`` at a time, one round trip per batch.
+        """
+        last = 0
+        while True:
+            pending, error = False, ""
+            # One write transaction per page, the Redis writes inside it: no publisher process
+            # commits between this read and those writes, so none of them can be stale.
+            with self._lock, self.store.transaction():
+                chunk = self.store.current_bundles(last, batch)
+                if not chunk:
+                    return
+                last = chunk[-1][0].id
+                first = self._stage_unpublished([src for src, cur, _ in chunk if cur is None])
+                staged = [(src, first[src.id], True) if current is None else (src, current, False)
+                          for src, current, _ in chunk]
+                rolled_back = {src.write_key for src, _, back in chunk if back}
+                keys = [src.write_key for src, _, _ in staged]
+                if self.publisher is None:
+                    pending, error = True, "no Redis configured"
+                else:
+                    try:
+                        self.publisher.write_many(
+                            ((src.write_key, bundle) for src, bundle, _ in staged), batch=batch,
+                            rolled_back=rolled_back)
+                    except redis.RedisError as exc:
+                        self.store.mark_unpublished(keys)
+                        pending, error = True, (f"Redis unreachable, publish pending ({exc}); "
+                                                "run `republish --all`")
+                    else:
+                        self.store.clear_unpublished(keys)
+            for src, bundle, changed in staged:
+                yield self._result(src, bundle, changed, pending=pending, error=error)
+
+    def rollback(self, source: Source, version: int) -> PublishResult:
+        """Serve an earlier kept version again (the configuration itself is unchanged).
+
+        The version is re-dated to now: its Last-Modified and ``visible_everywhere_by`` count
+        from the rollback, so a client's If-Modified-Since from the version rolled away does
+        not keep that one (its bytes, and so its ETag, are the old version's).
+        """
+        with self._lock:
+            with self.store.transaction():
+                bundle = self.store.get_bundle(source.id, version)
+                if bundle is None:
+                    kept = [b.version for b in self.store.list_bundles(source.id)]
+                    raise NotFound(f"version {version} of source {source.slug!r} is not kept "
+                                   f"(kept: {kept})")
+                current = self.store.current_bundle(source.id)
+                changed = current is None or current.version != version
+                if changed:
+                    bundle = replace(bundle, published_at=int(self.clock()))
+                self.store.set_current(source.id, version, published_at=bundle.published_at)
+                pending, error = False, ""
+                if self.publisher is None:
+                    pending, error = True, "no Redis configured"
+                else:
+                    try:
+                        self.publisher.point(source.write_key, bundle)
+                    except redis.RedisError as exc:
+                        self.store.mark_unpublished([source.write_key])
+                        pending, error = True, f"Redis unreachable, rollback pending ({exc})"
+                    else:
+                        self.store.clear_unpublished([source.write_key])
+            return self._result(source, bundle, changed, pending=pending, error=error)
+
+    @property
+    def pending(self) -> set[str]:
+        """Write keys whose Redis state may differ from SQLite's (``store.unpublished``)."""
+        return set(self.store.unpublished())
+
+    def find_pending(self, *, batch: int = 1000) -> int:
+        """Mark pending every source whose Redis pointer is not its SQLite current bundle —
+        what a stop between commit and publish, or a Redis flush, leaves behind — and return
+        how many. Raises ``redis.RedisError`` when Redis cannot be read."""
+        if self.publisher is None:
+            return 0
+        found: list[str] = []
+        rows = self.store.current_pointers()
+        while chunk := list(itertools.islice(rows, batch)):
+            served = self.publisher.currents([write_key for write_key, _, _ in chunk])
+            found += [write_key for (write_key, version, etag), pointer
+                      in zip(chunk, served, strict=True) if pointer != (version, etag)]
+            time.sleep(0.001)  # (in serve's thread pool: let the API's requests have the GIL)
+        self.store.mark_unpublished(found)
+        return len(found)
+
+    def retry_pending(self) -> tuple[int, int]:
+        """Bring Redis in line with SQLite for each pending source: publish the current bundle
+        it lacks, or delete a source SQLite no longer has. One source at a time, its read and
+        its Redis write inside one write transaction (no publisher process commits between
+        them); stops at the first Redis failure. Returns ``(published or deleted, still
+        pending)``."""
+        published = 0
+        for write_key in self.store.unpublished():
+            with self._lock, self.store.transaction():
+                source = self.store.get_source_by_write_key(write_key)
+                bundle = None if source is None else self.store.current_bundle(source.id)
+                try:
+                    if source is None and self.publisher is not None:  # deleted: not served
+                        self.publisher.delete_source(write_key)
+                        published += 1
+                    elif (source is not None and bundle is not None
+                          and self._redis_behind(source, bundle)):
+                        latest = self.store.latest_bundle(source.id)
+                        back = latest is not None and bundle.version < latest.version
+                        if self._write_redis(write_key, bundle, rolled_back=back)[0]:
+                            break
+                        published += 1
+                except redis.RedisError:
+                    break
+                self.store.clear_unpublished([write_key])
+        return published, len(self.store.unpublished())
