@@ -1,8 +1,9 @@
 """Bringing Redis back in line with SQLite, the record of what every source should serve.
 
-Redis falls behind when a write's Redis step fails, a publisher stops between commit and
-publish, or Redis restarts empty (``find_pending``, ``retry_pending`` in ``serve``'s loop,
-``republish --all``); a ``rollback`` sends it back to a kept version. Each Redis write here
+Redis falls behind when a write's Redis step fails or Redis restarts empty, and runs ahead
+when a publisher stops after its Redis step but before its commit (``find_pending``,
+``retry_pending`` in ``serve``'s loop, ``republish --all``); a ``rollback`` sends it back to a
+kept version. Each Redis write here
 happens inside a write transaction, for the reason publisher/service.py gives.
 """
 

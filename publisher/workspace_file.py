@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 
 from publisher.errors import InvalidArgument, PayloadTooLarge, type_name
+from publisher.model import SOURCE_TYPES
 from publisher.service import InstanceSpec, PublishResult, Service, check_slug, check_write_key
 
 _TOP = {"workspace", "sources"}
@@ -165,7 +166,8 @@ def read(path: Path, max_bytes: int) -> bytes:
 
 
 def apply(service: Service, decl: WorkspaceDecl) -> list[tuple[str, PublishResult]]:
-    """Apply a parsed file in one transaction; then push changed bundles to Redis."""
+    """Apply a parsed file in one transaction, which pushes the changed bundles to Redis as
+    its last step."""
     store = service.store
     staged = []
     with service._lock:
@@ -178,10 +180,11 @@ def apply(service: Service, decl: WorkspaceDecl) -> list[tuple[str, PublishResul
                         raise InvalidArgument(
                             f"source {src.slug!r}: write key is already used by another source",
                             code="write_key_taken")
-                    if src.type not in ("web", "ios", "android", "server", "project"):
+                    if src.type not in SOURCE_TYPES:
                         raise InvalidArgument(
-                            f"source {src.slug!r}: type must be one of web, ios, android, "
-                            f"server, project; got {src.type!r}", code="invalid_source_type")
+                            f"source {src.slug!r}: type must be one of "
+                            f"{', '.join(SOURCE_TYPES)}; got {src.type!r}",
+                            code="invalid_source_type")
                     source = store.create_source(ws.id, src.slug, src.name, src.type,
                                                  write_key=src.write_key)
                     created = True
@@ -207,5 +210,7 @@ def apply(service: Service, decl: WorkspaceDecl) -> list[tuple[str, PublishResul
                     exc.located(f"source {src.slug!r}")
                     raise
                 staged.append((source, bundle, changed))
-        return [(src.slug, service._push(src, bundle, changed))
-                for src, bundle, changed in staged]
+            # Every source checked: publish inside the transaction, as every write does
+            # (SQLite's write lock orders the Redis writes of all publisher processes).
+            return [(src.slug, service._push(src, bundle, changed))
+                    for src, bundle, changed in staged]

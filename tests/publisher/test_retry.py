@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 from starlette.testclient import TestClient
 
 from edge import keyspace
 from publisher import store as store_module
+from publisher import workspace_file
 from publisher.api import create_app
 from publisher.api_http import error_response
 from publisher.auth import create_token
@@ -344,6 +346,50 @@ def test_a_write_and_another_process_rollback_do_not_interleave(
         rollback.join(0.5)  # done by now unless it waits for the write's transaction
         go_on.set()
         write_thread.join(10)
+        rollback.join(10)
+
+        current = second.current_bundle(src.id)
+    assert current is not None and current.version == 1
+    assert served_version(redis_client, src.write_key) == 1
+
+
+def test_apply_and_another_process_rollback_do_not_interleave(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    """`apply` (the workspace file) publishes inside its transaction too: a rollback by
+    another process waits for it and lands last. Before, apply committed v2, the rollback
+    pointed Redis at v1, then apply published v2 over it."""
+    def file(api_key: str) -> bytes:
+        return orjson.dumps({"workspace": {"slug": "acme", "name": "Acme"}, "sources": [{
+            "slug": "site", "name": "Site", "type": "web", "write_key": "acmeSiteWriteKey0000",
+            "destinations": [{"destination": "amplitude", "connection_mode": "DEVICE",
+                              "enabled": True, "settings": {"apiKey": api_key}}]}]})
+
+    db = str(tmp_path / "config.db")
+    with Store.open(db) as first, Store.open(db) as second:
+        applier = Service(first, default_catalog(), RedisPublisher(redis_client))
+        other = Service(second, default_catalog(), RedisPublisher(redis_client))
+        workspace_file.apply(applier, workspace_file.parse(file("one")))  # v1
+        writing, go_on = threading.Event(), threading.Event()
+        assert applier.publisher is not None
+        write = applier.publisher.write
+
+        def paused(*args: Any, **kwargs: Any) -> bool:
+            writing.set()
+            go_on.wait(5)
+            return write(*args, **kwargs)
+
+        applier.publisher.write = paused  # type: ignore[method-assign]
+        apply = threading.Thread(target=lambda: workspace_file.apply(
+            applier, workspace_file.parse(file("two"))))  # v2
+        apply.start()
+        assert writing.wait(5)
+        src = second.get_source_by_write_key("acmeSiteWriteKey0000")
+        assert src is not None
+        rollback = threading.Thread(target=lambda: other.rollback(src, 1))
+        rollback.start()
+        rollback.join(0.5)  # done by now unless it waits for apply's transaction
+        go_on.set()
+        apply.join(10)
         rollback.join(10)
 
         current = second.current_bundle(src.id)
