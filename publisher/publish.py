@@ -4,9 +4,11 @@ A publish is one Lua script (atomic, like MULTI/EXEC) that writes the version ha
 ``sc:{wk}:v:<n>``, records ``n`` in ``sc:{wk}:versions``, moves ``sc:{wk}:current``, sends
 ``<wk> <n>`` on ``sc:published`` (edges in instant mode re-check at once) and deletes versions
 beyond ``keep_versions``, never the current one — so an edge that reads the pointer and then
-the hash never finds a missing or half-written version. Only a rollback moves the pointer to
-a lower version: a publish that arrives after a higher one (two publisher processes, or
-``republish --all`` beside ``serve``) changes nothing. All of a source's keys share one hash
+the hash never finds a missing or half-written version. Only a forced install (``point``:
+a rollback, or SQLite's state restored by ``republish --all`` and the retry of pending
+sources) moves the pointer to a lower version; a plain publish that arrives after a higher one
+changes nothing — a guard behind the publisher's own ordering (every Redis write happens
+inside a SQLite write transaction, publisher/service.py). All of a source's keys share one hash
 tag, so the script also runs on Redis Cluster, and ``write_many`` pipelines many sources'
 scripts per round trip for ``republish --all``.
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -134,9 +136,9 @@ class RedisPublisher:
         self._install(write_key, bundle, self.client, force=True)
 
     def write_many(self, items: Iterable[tuple[str, Bundle]], *, batch: int = 500,
-                   rolled_back: Collection[str] = ()) -> int:
-        """``write`` for many sources (``point`` for the ``rolled_back`` ones), ``batch``
-        scripts per round trip (``republish --all``).
+                   force: bool = False) -> int:
+        """``write`` for many sources (``point`` with ``force``), ``batch`` scripts per round
+        trip (``republish --all``, which restores SQLite's state: ``force``).
 
         Each source is still installed atomically; a Redis error propagates, and the sources
         of the failed batch may or may not have been written (writing them again is harmless).
@@ -144,7 +146,7 @@ class RedisPublisher:
         done = 0
         pipe = self.client.pipeline(transaction=False)
         for write_key, bundle in items:
-            self._install(write_key, bundle, pipe, force=write_key in rolled_back)
+            self._install(write_key, bundle, pipe, force=force)
             if len(pipe) >= batch:
                 done += len(pipe.execute())
         if len(pipe):

@@ -35,16 +35,17 @@ class Recovery(Staging):
         while True:
             pending, error = False, ""
             # One write transaction per page, the Redis writes inside it: no publisher process
-            # commits between this read and those writes, so none of them can be stale.
+            # commits between this read and those writes, so none of them can be stale, and
+            # each is forced: SQLite's current bundle replaces whatever Redis serves, a
+            # rolled-back version or one a failed commit left behind.
             with self._lock, self.store.transaction():
                 chunk = self.store.current_bundles(last, batch)
                 if not chunk:
                     return
                 last = chunk[-1][0].id
-                first = self._stage_unpublished([src for src, cur, _ in chunk if cur is None])
+                first = self._stage_unpublished([src for src, cur in chunk if cur is None])
                 staged = [(src, first[src.id], True) if current is None else (src, current, False)
-                          for src, current, _ in chunk]
-                rolled_back = {src.write_key for src, _, back in chunk if back}
+                          for src, current in chunk]
                 keys = [src.write_key for src, _, _ in staged]
                 if self.publisher is None:
                     pending, error = True, "no Redis configured"
@@ -52,7 +53,7 @@ class Recovery(Staging):
                     try:
                         self.publisher.write_many(
                             ((src.write_key, bundle) for src, bundle, _ in staged), batch=batch,
-                            rolled_back=rolled_back)
+                            force=True)
                     except redis.RedisError as exc:
                         self.store.mark_unpublished(keys)
                         pending, error = True, (f"Redis unreachable, publish pending ({exc}); "
@@ -101,8 +102,9 @@ class Recovery(Staging):
 
     def find_pending(self, *, batch: int = 1000) -> int:
         """Mark pending every source whose Redis pointer is not its SQLite current bundle —
-        what a stop between commit and publish, or a Redis flush, leaves behind — and return
-        how many. Raises ``redis.RedisError`` when Redis cannot be read."""
+        what a failed publish, a Redis flush, or a stop after a Redis write but before its
+        commit leaves behind — and return how many. Raises ``redis.RedisError`` when Redis
+        cannot be read."""
         if self.publisher is None:
             return 0
         found: list[str] = []
@@ -117,7 +119,8 @@ class Recovery(Staging):
 
     def retry_pending(self) -> tuple[int, int]:
         """Bring Redis in line with SQLite for each pending source: publish the current bundle
-        it lacks, or delete a source SQLite no longer has. One source at a time, its read and
+        it lacks (forced: also over a higher version a failed commit left), or delete a source
+        SQLite no longer has. One source at a time, its read and
         its Redis write inside one write transaction (no publisher process commits between
         them); stops at the first Redis failure. Returns ``(published or deleted, still
         pending)``."""
@@ -132,9 +135,8 @@ class Recovery(Staging):
                         published += 1
                     elif (source is not None and bundle is not None
                           and self._redis_behind(source, bundle)):
-                        latest = self.store.latest_bundle(source.id)
-                        back = latest is not None and bundle.version < latest.version
-                        if self._write_redis(write_key, bundle, rolled_back=back)[0]:
+                        # forced, as republish: SQLite's current replaces what Redis serves
+                        if self._write_redis(write_key, bundle, force=True)[0]:
                             break
                         published += 1
                 except redis.RedisError:

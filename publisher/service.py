@@ -12,12 +12,14 @@ write of the source does too.
 
 One lock serialises a process's writes. Another process may write too (``republish --all`` or
 the CLI beside ``serve``): since every Redis write happens inside a SQLite write transaction,
-SQLite's write lock orders the Redis writes of all of them as it orders their commits, and the
-install script never lets a late publish move a pointer to a lower version unless it is a
-rollback (publisher/publish.py). The price: a hung Redis holds the write lock for up to
+SQLite's write lock orders the Redis writes of all of them as it orders their commits. Inside
+that lock SQLite is the truth: a write, the retry and ``republish --all`` replace whatever
+Redis serves, even a higher version (publisher/publish.py keeps a plain publish from moving a
+pointer back; these force it). The price: a hung Redis holds the write lock for up to
 ``PUBLISHER_REDIS_TIMEOUT`` per write, and other processes' writes wait behind it (up to 15 s,
-then a 503). Should the commit itself fail after Redis took the bundle, Redis is ahead of
-SQLite until the source's next write or ``republish --all``.
+then a 503). Should the commit itself fail after Redis took the bundle (or the process stop
+between the two), Redis is ahead of SQLite until the source's next write, ``republish --all``,
+or ``serve``'s check at start.
 """
 
 from __future__ import annotations
@@ -148,17 +150,20 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
             return source, self._push(source, bundle, changed)
 
     def delete_source(self, source: Source) -> None:
-        with self._lock:
-            with self.store.transaction():
-                self.store.delete_source(source.id)
-                # until Redis forgets it too (retry_pending, across restarts)
-                self.store.mark_unpublished([source.write_key])
+        """Delete the source and its bundles from SQLite, then (inside the same transaction,
+        as every Redis write) from Redis."""
+        with self._lock, self.store.transaction():
+            self.store.delete_source(source.id)
             if self.publisher is not None:
                 try:
                     self.publisher.delete_source(source.write_key)
                 except redis.RedisError:  # Redis would serve it on: retry_pending deletes it
+                    pass
+                else:
+                    self.store.clear_unpublished([source.write_key])  # (a publish left pending)
                     return
-                self.store.clear_unpublished([source.write_key])
+            # until Redis forgets it too (retry_pending, across restarts)
+            self.store.mark_unpublished([source.write_key])
 
     # -- instances -------------------------------------------------------------------------
 

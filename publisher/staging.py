@@ -12,6 +12,7 @@ as strictly as ``Service`` itself.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -30,6 +31,8 @@ from publisher.publish import Bundle, RedisPublisher, make_bundle
 from publisher.rules import RuleLimits, check_source
 from publisher.specs import filter_dict
 from publisher.store import Store
+
+log = logging.getLogger("publisher.service")
 
 
 def _rfc3339(ts: float) -> str:
@@ -197,16 +200,20 @@ class Staging:
             return True
 
     def _write_redis(self, write_key: str, bundle: Bundle, *,
-                     rolled_back: bool = False) -> tuple[bool, str]:
-        """Publish ``bundle`` (``point`` it when the source is rolled back to it); returns
-        ``(pending, error)``. A higher version Redis already serves stays (``write``)."""
+                     force: bool = False) -> tuple[bool, str]:
+        """Publish ``bundle``, SQLite's current one (``point`` it with ``force``); returns
+        ``(pending, error)``. Called inside the write transaction, so SQLite is the truth: a
+        higher version Redis serves (a commit that failed after its Redis step) is logged and
+        replaced."""
         if self.publisher is None:
             return True, "no Redis configured"
         try:
-            if rolled_back:
+            if force:
                 self.publisher.point(write_key, bundle)
-            else:
-                self.publisher.write(write_key, bundle)
+            elif not self.publisher.write(write_key, bundle):
+                log.warning("Redis served a version of %s above v%d, which SQLite does not "
+                            "hold as current; replaced", write_key, bundle.version)
+                self.publisher.point(write_key, bundle)
         except redis.RedisError as exc:
             self.store.mark_unpublished([write_key])
             return True, (f"Redis unreachable, publish pending ({exc}); `serve` retries it, "

@@ -88,26 +88,23 @@ class BundlesMixin(StoreBase):
         return as_bundle(row) if row is not None else self.latest_bundle(source_id)
 
     def current_bundles(self, after: int, limit: int
-                        ) -> list[tuple[Source, Bundle | None, bool]]:
+                        ) -> list[tuple[Source, Bundle | None]]:
         """One page of sources (ids above ``after``, ``limit`` of them) with the bundle Redis
-        should serve, and whether that bundle is below the source's highest kept version
-        (rolled back): ``republish --all`` reads and publishes page by page."""
+        should serve: ``republish --all`` reads and publishes page by page."""
         rows = self._all(
             "SELECT s.*, b.version AS b_version, b.etag AS b_etag,"
             " b.published_at AS b_published_at, b.revision AS b_revision,"
-            " b.json AS b_json, b.gzip AS b_gzip,"
-            " (SELECT MAX(version) FROM bundles WHERE source_id = s.id) AS b_latest"
+            " b.json AS b_json, b.gzip AS b_gzip"
             " FROM sources s"
             " LEFT JOIN bundles b ON b.source_id = s.id AND b.version = s.current_version"
             " WHERE s.id > ? ORDER BY s.id LIMIT ?", (after, limit))
-        page: list[tuple[Source, Bundle | None, bool]] = []
+        page: list[tuple[Source, Bundle | None]] = []
         for row in rows:
             bundle = None if row["b_version"] is None else Bundle(
                 version=row["b_version"], etag=row["b_etag"],
                 published_at=row["b_published_at"], revision=row["b_revision"],
                 json=bytes(row["b_json"]), gzip=bytes(row["b_gzip"]))
-            page.append((as_source(row), bundle,
-                         bundle is not None and bundle.version < row["b_latest"]))
+            page.append((as_source(row), bundle))
         return page
 
     def current_pointers(self) -> Iterator[tuple[str, int, str]]:

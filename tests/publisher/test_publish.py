@@ -336,19 +336,19 @@ def test_a_late_write_never_moves_the_pointer_back(redis_client: redis.Redis) ->
     assert publisher.current(WK) == (1, bundle(1).etag)
 
 
-def test_write_many_moves_back_only_rolled_back_sources(redis_client: redis.Redis) -> None:
-    """republish --all restores a rolled-back source's lower version, and leaves a higher one
-    that another publish wrote meanwhile in place for every other source."""
+def test_write_many_moves_back_only_when_forced(redis_client: redis.Redis) -> None:
+    """write_many leaves a higher version Redis serves in place, as write does; with force
+    (republish --all restoring SQLite's state) it points every source at the given version."""
     publisher = RedisPublisher(redis_client)
-    publisher.write("rolled", bundle(3))
-    publisher.write("raced", bundle(3))
+    for key in ("plain", "forced"):
+        publisher.write(key, bundle(3))
 
-    publisher.write_many([("rolled", bundle(1)), ("raced", bundle(2)), ("new", bundle(1))],
-                         rolled_back={"rolled"})
+    publisher.write_many([("plain", bundle(2)), ("new", bundle(1))])
+    publisher.write_many([("forced", bundle(1))], force=True)
 
-    assert publisher.current("rolled") == (1, bundle(1).etag)
-    assert publisher.current("raced") == (3, bundle(3).etag)
+    assert publisher.current("plain") == (3, bundle(3).etag)
     assert publisher.current("new") == (1, bundle(1).etag)
+    assert publisher.current("forced") == (1, bundle(1).etag)
 
 
 def test_a_malformed_pointer_is_overwritten(redis_client: redis.Redis) -> None:

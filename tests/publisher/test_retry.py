@@ -23,7 +23,7 @@ from publisher.auth import create_token
 from publisher.catalog import default_catalog
 from publisher.errors import Busy
 from publisher.model import Instance, Source
-from publisher.publish import RedisPublisher
+from publisher.publish import RedisPublisher, make_bundle
 from publisher.service import Service
 from publisher.settings import PublisherSettings, SettingsError
 from publisher.store import Store
@@ -395,6 +395,49 @@ def test_apply_and_another_process_rollback_do_not_interleave(
         current = second.current_bundle(src.id)
     assert current is not None and current.version == 1
     assert served_version(redis_client, src.write_key) == 1
+
+
+def _redis_ahead(service: Service, src: Source) -> None:
+    """Redis serves v5 of ``src``, which SQLite never committed (a commit that failed after
+    its Redis step, or a publisher stopped between the two)."""
+    assert service.publisher is not None
+    service.publisher.write(src.write_key, make_bundle(b'{"never":"committed"}', version=5,
+                                                       revision=9, published_at=1))
+
+
+def test_redis_ahead_of_sqlite_is_found_and_put_back(service: Service,
+                                                     redis_client: redis.Redis) -> None:
+    """A version Redis serves above SQLite's current one is found pending at start and the
+    retry puts SQLite's current bundle back (forced). Before, the retry's write was refused
+    by the guard against lower versions and the pending mark cleared: Redis served bytes no
+    source had, until the source's next write."""
+    src = source(service, 0)
+    first = service.publish(src)
+    _redis_ahead(service, src)
+
+    assert service.find_pending() == 1
+    assert service.retry_pending() == (1, 0)
+    assert served_version(redis_client, src.write_key) == first.version == 1
+
+
+def test_republish_and_writes_replace_a_version_redis_is_ahead_with(
+        service: Service, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture) -> None:
+    """republish --all restores SQLite's current bundle over a higher version Redis serves;
+    so does a write, which logs it (it stages v2 while Redis serves v5)."""
+    restored, written = source(service, 0), source(service, 1)
+    for src in (restored, written):
+        service.publish(src)
+    _redis_ahead(service, restored)
+
+    list(service.republish_all())
+    _redis_ahead(service, written)
+    service.store.replace_instances(written.id, [])
+    result = service.publish(written)
+
+    assert served_version(redis_client, restored.write_key) == 1
+    assert result.version == 2 and not result.pending
+    assert served_version(redis_client, written.write_key) == 2
+    assert "Redis served a version of acmeSiteWriteKey0001 above v2" in caplog.text
 
 
 def test_a_write_behind_another_process_lock_is_a_503(tmp_path: Path, redis_client: redis.Redis,
