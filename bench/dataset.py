@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.keyspace import Envelope
-from publisher.catalog import Catalog, CatalogDestination, default_catalog, validate_settings
+from publisher.catalog import Catalog, CatalogDestination, default_catalog
 from publisher.model import Instance, Source
 from publisher.rules import check_source
+from publisher.setting_values import validate_settings
 
 MIN_JSON = 2_000
 MAX_JSON = 8_000

@@ -23,12 +23,13 @@ import orjson
 import redis
 
 from publisher import filters as filters_mod
-from publisher.catalog import Catalog, validate_settings
+from publisher.catalog import Catalog
 from publisher.compile import CompileOptions, compile_bytes
 from publisher.errors import AlreadyExists
 from publisher.model import Instance, Source, Workspace
 from publisher.publish import Bundle, RedisPublisher, make_bundle
 from publisher.rules import RuleLimits, check_source
+from publisher.setting_values import validate_settings
 from publisher.specs import filter_dict
 from publisher.store import Store
 
