@@ -9,6 +9,7 @@ and the value, so the edge stops at start instead of misbehaving later.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -106,12 +107,20 @@ def _port(value: Any) -> str | None:
 
 
 def masked_url(raw: str) -> str:
-    """``raw`` with its password replaced by ``***``: errors and logs never carry it."""
-    try:
-        password = urlsplit(raw).password
-    except ValueError:  # (urlsplit refuses some hosts, e.g. an unclosed '[')
-        password = None
-    return raw.replace(f":{password}@", ":***@") if password else raw
+    """``raw`` with its password — in the user part or a ``password=`` parameter, both of
+    which redis-py reads — replaced by ``***``: errors and logs never carry it. Done on the
+    text, so a URL that does not parse is masked too."""
+    scheme, sep, rest = raw.partition("://")
+    if sep:
+        end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+        userinfo, at, host = rest[:end].rpartition("@")
+        if at and ":" in userinfo:
+            rest = f"{userinfo.split(':', 1)[0]}:***@{host}{rest[end:]}"
+        raw = f"{scheme}://{rest}"
+    return _PASSWORD_PARAM.sub(r"\1***", raw)
+
+
+_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def shown(option: Option, value: Any) -> Any:
@@ -128,7 +137,10 @@ def redis_url_problem(value: Any) -> str | None:
     raw = str(value)
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         return "must start with redis://, rediss:// or unix://"
-    url = urlsplit(raw)
+    try:
+        url = urlsplit(raw)
+    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 host
+        return f"cannot be read as a URL ({exc})"
     try:
         url.port  # noqa: B018 (raises on a port that is no number or out of range)
     except ValueError:

@@ -54,7 +54,7 @@ class ConfigEdits(SpecBuilder, Staging):
                 connection_mode=spec.connection_mode,  # type: ignore[arg-type]
                 enabled=spec.enabled, settings=settings, filters=flt)]
 
-        with self._lock:
+        with self._writing():
             result = self.mutate(source, change)
             return self.instance(source, made[0]), result
 
@@ -96,7 +96,7 @@ class ConfigEdits(SpecBuilder, Staging):
                                f"{source.slug!r}")
             return out
 
-        with self._lock:
+        with self._writing():
             result = self.mutate(source, change)
             return self.instance(source, instance_id), result
 
@@ -120,7 +120,7 @@ class ConfigEdits(SpecBuilder, Staging):
             made.append(new)
             return (*flt, new)
 
-        with self._lock:
+        with self._writing():
             result = self._mutate_filters(source, instance_id, change)
             return made[0], result
 
@@ -136,7 +136,7 @@ class ConfigEdits(SpecBuilder, Staging):
             made.append(new)
             return tuple(new if f.id == filter_id else f for f in flt)
 
-        with self._lock:
+        with self._writing():
             result = self._mutate_filters(source, instance_id, change)
             return made[0], result
 

@@ -38,7 +38,7 @@ class Recovery(Staging):
             # commits between this read and those writes, so none of them can be stale, and
             # each is forced: SQLite's current bundle replaces whatever Redis serves, a
             # rolled-back version or one a failed commit left behind.
-            with self._lock, self.store.transaction():
+            with self._writing():
                 chunk = self.store.current_bundles(last, batch)
                 if not chunk:
                     return
@@ -70,29 +70,28 @@ class Recovery(Staging):
         from the rollback, so a client's If-Modified-Since from the version rolled away does
         not keep that one (its bytes, and so its ETag, are the old version's).
         """
-        with self._lock:
-            with self.store.transaction():
-                bundle = self.store.get_bundle(source.id, version)
-                if bundle is None:
-                    kept = [b.version for b in self.store.list_bundles(source.id)]
-                    raise NotFound(f"version {version} of source {source.slug!r} is not kept "
-                                   f"(kept: {kept})")
-                current = self.store.current_bundle(source.id)
-                changed = current is None or current.version != version
-                if changed:
-                    bundle = replace(bundle, published_at=int(self.clock()))
-                self.store.set_current(source.id, version, published_at=bundle.published_at)
-                pending, error = False, ""
-                if self.publisher is None:
-                    pending, error = True, "no Redis configured"
+        with self._writing():
+            bundle = self.store.get_bundle(source.id, version)
+            if bundle is None:
+                kept = [b.version for b in self.store.list_bundles(source.id)]
+                raise NotFound(f"version {version} of source {source.slug!r} is not kept "
+                               f"(kept: {kept})")
+            current = self.store.current_bundle(source.id)
+            changed = current is None or current.version != version
+            if changed:
+                bundle = replace(bundle, published_at=int(self.clock()))
+            self.store.set_current(source.id, version, published_at=bundle.published_at)
+            pending, error = False, ""
+            if self.publisher is None:
+                pending, error = True, "no Redis configured"
+            else:
+                try:
+                    self.publisher.point(source.write_key, bundle)
+                except redis.RedisError as exc:
+                    self.store.mark_unpublished([source.write_key])
+                    pending, error = True, f"Redis unreachable, rollback pending ({exc})"
                 else:
-                    try:
-                        self.publisher.point(source.write_key, bundle)
-                    except redis.RedisError as exc:
-                        self.store.mark_unpublished([source.write_key])
-                        pending, error = True, f"Redis unreachable, rollback pending ({exc})"
-                    else:
-                        self.store.clear_unpublished([source.write_key])
+                    self.store.clear_unpublished([source.write_key])
             return self._result(source, bundle, changed, pending=pending, error=error)
 
     @property
@@ -126,7 +125,7 @@ class Recovery(Staging):
         pending)``."""
         published = 0
         for write_key in self.store.unpublished():
-            with self._lock, self.store.transaction():
+            with self._writing():
                 source = self.store.get_source_by_write_key(write_key)
                 bundle = None if source is None else self.store.current_bundle(source.id)
                 try:

@@ -20,6 +20,7 @@ import logging
 import redis
 from starlette.concurrency import run_in_threadpool
 
+from publisher.errors import Busy
 from publisher.service import Service
 
 log = logging.getLogger("publisher.retry")
@@ -61,6 +62,8 @@ async def publish_pending(service: Service, interval: float) -> None:
             if reported != -1:  # once per outage
                 log.warning("Redis unreachable (%s); checking again every %gs", exc, interval)
             reported = -1
+        except Busy as exc:  # other writes held the lock: they publish too; try again later
+            log.info("%s; trying again in %gs", exc.message, interval)
         except Exception:  # a bug must not stop the retries: log it, try again later
             log.exception("publishing pending sources failed; trying again in %gs", interval)
         await asyncio.sleep(interval)

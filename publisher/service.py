@@ -116,14 +116,14 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
 
     def create_workspace(self, slug: str, name: str | None = None) -> Workspace:
         check_slug("workspace", slug)
-        with self._lock, self.store.transaction():
+        with self._writing():
             if self.store.get_workspace(slug) is not None:
                 raise AlreadyExists(f"workspace {slug!r} already exists")
             return self.store.create_workspace(slug, name or slug)
 
     def ensure_workspace(self, slug: str, name: str | None = None) -> Workspace:
         check_slug("workspace", slug)
-        with self._lock, self.store.transaction():
+        with self._writing():
             found = self.store.get_workspace(slug)
             return found or self.store.create_workspace(slug, name or slug)
 
@@ -136,23 +136,22 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
                                   f"{source_type!r}", code="invalid_source_type")
         if write_key is not None:
             check_write_key(write_key)
-        with self._lock:
-            with self.store.transaction():
-                ws = self.workspace(workspace_slug)
-                if self.store.get_source(ws.id, slug) is not None:
-                    raise AlreadyExists(
-                        f"source {slug!r} already exists in workspace {workspace_slug!r}")
-                if write_key is not None and self.store.get_source_by_write_key(write_key):
-                    raise AlreadyExists("write key is already used by another source")
-                source = self.store.create_source(ws.id, slug, name or slug, source_type,
-                                                  write_key=write_key)
-                bundle, changed = self._stage(source, [])
+        with self._writing():
+            ws = self.workspace(workspace_slug)
+            if self.store.get_source(ws.id, slug) is not None:
+                raise AlreadyExists(
+                    f"source {slug!r} already exists in workspace {workspace_slug!r}")
+            if write_key is not None and self.store.get_source_by_write_key(write_key):
+                raise AlreadyExists("write key is already used by another source")
+            source = self.store.create_source(ws.id, slug, name or slug, source_type,
+                                              write_key=write_key)
+            bundle, changed = self._stage(source, [])
             return source, self._push(source, bundle, changed)
 
     def delete_source(self, source: Source) -> None:
         """Delete the source and its bundles from SQLite, then (inside the same transaction,
         as every Redis write) from Redis."""
-        with self._lock, self.store.transaction():
+        with self._writing():
             self.store.delete_source(source.id)
             if self.publisher is not None:
                 try:
@@ -170,32 +169,29 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
     def set_instances(self, source: Source, specs: Sequence[InstanceSpec],
                       *, revision: int | None = None) -> PublishResult:
         """Make ``specs`` the complete set of the source's instances (declarative)."""
-        with self._lock:
-            with self.store.transaction():
-                current = self.store.get_source_by_write_key(source.write_key) or source
-                existing = self.store.list_instances(current.id)
-                desired = self.build_instances(current, existing, specs)
-                bundle, changed = self._commit(current, existing, desired, revision=revision)
-                return self._push(current, bundle, changed)
+        with self._writing():
+            current = self.store.get_source_by_write_key(source.write_key) or source
+            existing = self.store.list_instances(current.id)
+            desired = self.build_instances(current, existing, specs)
+            bundle, changed = self._commit(current, existing, desired, revision=revision)
+            return self._push(current, bundle, changed)
 
     def mutate(self, source: Source,
                change: Callable[[list[Instance]], list[Instance]]) -> PublishResult:
         """Apply ``change`` to the current instances and commit the result (API writes)."""
-        with self._lock:
-            with self.store.transaction():
-                current = self.store.get_source_by_write_key(source.write_key) or source
-                existing = self.store.list_instances(current.id)
-                desired = change(list(existing))
-                bundle, changed = self._commit(current, existing, desired)
-                return self._push(current, bundle, changed)
+        with self._writing():
+            current = self.store.get_source_by_write_key(source.write_key) or source
+            existing = self.store.list_instances(current.id)
+            desired = change(list(existing))
+            bundle, changed = self._commit(current, existing, desired)
+            return self._push(current, bundle, changed)
 
     def publish(self, source: Source) -> PublishResult:
         """Compile the stored configuration; publish a new version only if the bytes changed."""
-        with self._lock:
-            with self.store.transaction():
-                current = self.store.get_source_by_write_key(source.write_key) or source
-                bundle, changed = self._stage(current, self.store.list_instances(current.id))
-                return self._push(current, bundle, changed)
+        with self._writing():
+            current = self.store.get_source_by_write_key(source.write_key) or source
+            bundle, changed = self._stage(current, self.store.list_instances(current.id))
+            return self._push(current, bundle, changed)
 
     def status(self, source: Source) -> dict[str, Any]:
         """Publish status: current version, ETag, times, kept versions, Redis agreement."""

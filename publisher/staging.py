@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,9 +25,10 @@ import orjson
 import redis
 
 from publisher import filters as filters_mod
+from publisher import store as store_module
 from publisher.catalog import Catalog
 from publisher.compile import CompileOptions, compile_bytes
-from publisher.errors import AlreadyExists
+from publisher.errors import AlreadyExists, Busy
 from publisher.model import Instance, Source, Workspace
 from publisher.publish import Bundle, RedisPublisher, make_bundle
 from publisher.rules import RuleLimits, check_source
@@ -89,6 +92,23 @@ class Staging:
                    change: Callable[[list[Instance]], list[Instance]]) -> PublishResult: ...
 
     # -- commit, compile, publish --------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """This process's write lock, then SQLite's, within one wait: a write waits at most
+        ``store.BUSY_TIMEOUT_MS`` for both together (then ``Busy``, a 503), however many
+        writes of this process or another are ahead of it, each holding the lock across a
+        Redis call of up to ``PUBLISHER_REDIS_TIMEOUT``. A write inside a write joins it."""
+        budget = store_module.BUSY_TIMEOUT_MS / 1000
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=budget):
+            raise Busy(f"the configuration database is busy: this publisher's other writes "
+                       f"held its write lock for {budget:g} s (Redis hung?); retry shortly")
+        try:
+            with self.store.transaction(wait=budget - (time.monotonic() - started)):
+                yield
+        finally:
+            self._lock.release()
 
     @staticmethod
     def _same(a: Sequence[Instance], b: Sequence[Instance]) -> bool:

@@ -120,11 +120,13 @@ class Store(SourcesMixin, InstancesMixin, BundlesMixin, CallersMixin):
     # -- transactions -----------------------------------------------------------------
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, wait: float | None = None) -> Iterator[None]:
         """All-or-nothing: commit on success, roll back on any exception (then re-raise).
 
         Nested use opens a SAVEPOINT: an exception that escapes the inner block undoes only
-        the inner block's writes, and the outer block decides about the rest.
+        the inner block's writes, and the outer block decides about the rest. ``wait``:
+        seconds to wait for another process's write lock (default ``BUSY_TIMEOUT_MS``), then
+        ``Busy``.
         """
         with self._lock:
             if self._depth:
@@ -142,12 +144,18 @@ class Store(SourcesMixin, InstancesMixin, BundlesMixin, CallersMixin):
                 finally:
                     self._depth -= 1
                 return
+            limit_ms = BUSY_TIMEOUT_MS if wait is None else max(0, int(wait * 1000))
+            if limit_ms != BUSY_TIMEOUT_MS:
+                self._conn.execute(f"PRAGMA busy_timeout={limit_ms}")
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:  # locked past busy_timeout
                 raise Busy(f"the configuration database is busy: {exc} (another publisher "
-                           f"process held its write lock for {BUSY_TIMEOUT_MS // 1000} s); "
+                           f"process held its write lock for {BUSY_TIMEOUT_MS / 1000:g} s); "
                            "retry shortly") from None
+            finally:
+                if limit_ms != BUSY_TIMEOUT_MS:
+                    self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._depth, self._writer = 1, threading.get_ident()
             try:
                 yield

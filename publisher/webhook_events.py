@@ -29,46 +29,45 @@ class WebhookEvents(SpecBuilder, Staging):
         ``source_type`` is given and it does not exist), the instances and the bundle row are
         one transaction; a refused change records nothing, so the sender may fix and resend.
         """
-        with self._lock:
-            with self.store.transaction():
-                seen = self.store.get_webhook_event(event_id)
-                if seen is not None:
-                    return seen.status, seen.response, True
-                ws = self.workspace(workspace_slug)
-                source = self.store.get_source(ws.id, source_slug)
-                if source is None and source_type is None:
-                    raise NotFound(f"source {source_slug!r} not found in workspace "
-                                   f"{workspace_slug!r} (send 'type' to create it)")
-                if source is None:
-                    check_slug("source", source_slug)
-                    if source_type not in SOURCE_TYPES:
-                        raise InvalidArgument(
-                            f"type must be one of {', '.join(SOURCE_TYPES)}, got "
-                            f"{source_type!r}", code="invalid_source_type")
-                    source = self.store.create_source(ws.id, source_slug, source_slug,
-                                                      source_type)
-                elif source_type is not None and source_type != source.type:
+        with self._writing():
+            seen = self.store.get_webhook_event(event_id)
+            if seen is not None:
+                return seen.status, seen.response, True
+            ws = self.workspace(workspace_slug)
+            source = self.store.get_source(ws.id, source_slug)
+            if source is None and source_type is None:
+                raise NotFound(f"source {source_slug!r} not found in workspace "
+                               f"{workspace_slug!r} (send 'type' to create it)")
+            if source is None:
+                check_slug("source", source_slug)
+                if source_type not in SOURCE_TYPES:
                     raise InvalidArgument(
-                        f"source {source_slug!r} is a {source.type} source, the event says "
-                        f"{source_type!r} (a source's type cannot change)",
-                        code="source_type_change")
-                if revision <= source.revision:
-                    body: dict[str, Any] = {
-                        "status": "ignored", "event_id": event_id,
-                        "reason": f"revision {revision} is not newer than the stored revision "
-                                  f"{source.revision}",
-                        "revision": source.revision}
-                    self.store.record_webhook_event(event_id, source.id, 200, body)
-                    return 200, body, False
-                existing = self.store.list_instances(source.id)
-                desired = self.build_instances(source, existing, specs)
-                bundle, changed = self._commit(source, existing, desired, revision=revision)
-                source = replace(source, revision=revision)
-                result = self._result(source, bundle, changed, revision=revision)
-                body = {"status": "applied", "event_id": event_id, **render(source, result)}
+                        f"type must be one of {', '.join(SOURCE_TYPES)}, got "
+                        f"{source_type!r}", code="invalid_source_type")
+                source = self.store.create_source(ws.id, source_slug, source_slug,
+                                                  source_type)
+            elif source_type is not None and source_type != source.type:
+                raise InvalidArgument(
+                    f"source {source_slug!r} is a {source.type} source, the event says "
+                    f"{source_type!r} (a source's type cannot change)",
+                    code="source_type_change")
+            if revision <= source.revision:
+                body: dict[str, Any] = {
+                    "status": "ignored", "event_id": event_id,
+                    "reason": f"revision {revision} is not newer than the stored revision "
+                              f"{source.revision}",
+                    "revision": source.revision}
                 self.store.record_webhook_event(event_id, source.id, 200, body)
-                pushed = self._push(source, bundle, changed)
-                if pushed.pending:  # a duplicate delivery gets this reply, not the one recorded
-                    body = {**body, **render(source, pushed)}
-                    self.store.update_webhook_response(event_id, body)
+                return 200, body, False
+            existing = self.store.list_instances(source.id)
+            desired = self.build_instances(source, existing, specs)
+            bundle, changed = self._commit(source, existing, desired, revision=revision)
+            source = replace(source, revision=revision)
+            result = self._result(source, bundle, changed, revision=revision)
+            body = {"status": "applied", "event_id": event_id, **render(source, result)}
+            self.store.record_webhook_event(event_id, source.id, 200, body)
+            pushed = self._push(source, bundle, changed)
+            if pushed.pending:  # a duplicate delivery gets this reply, not the one recorded
+                body = {**body, **render(source, pushed)}
+                self.store.update_webhook_response(event_id, body)
             return 200, body, False

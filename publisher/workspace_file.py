@@ -170,47 +170,46 @@ def apply(service: Service, decl: WorkspaceDecl) -> list[tuple[str, PublishResul
     its last step."""
     store = service.store
     staged = []
-    with service._lock:
-        with store.transaction():
-            ws = store.get_workspace(decl.slug) or store.create_workspace(decl.slug, decl.name)
-            for src in decl.sources:
-                source = store.get_source(ws.id, src.slug)
-                if source is None:
-                    if src.write_key and store.get_source_by_write_key(src.write_key):
-                        raise InvalidArgument(
-                            f"source {src.slug!r}: write key is already used by another source",
-                            code="write_key_taken")
-                    if src.type not in SOURCE_TYPES:
-                        raise InvalidArgument(
-                            f"source {src.slug!r}: type must be one of "
-                            f"{', '.join(SOURCE_TYPES)}; got {src.type!r}",
-                            code="invalid_source_type")
-                    source = store.create_source(ws.id, src.slug, src.name, src.type,
-                                                 write_key=src.write_key)
-                    created = True
+    with service._writing():
+        ws = store.get_workspace(decl.slug) or store.create_workspace(decl.slug, decl.name)
+        for src in decl.sources:
+            source = store.get_source(ws.id, src.slug)
+            if source is None:
+                if src.write_key and store.get_source_by_write_key(src.write_key):
+                    raise InvalidArgument(
+                        f"source {src.slug!r}: write key is already used by another source",
+                        code="write_key_taken")
+                if src.type not in SOURCE_TYPES:
+                    raise InvalidArgument(
+                        f"source {src.slug!r}: type must be one of "
+                        f"{', '.join(SOURCE_TYPES)}; got {src.type!r}",
+                        code="invalid_source_type")
+                source = store.create_source(ws.id, src.slug, src.name, src.type,
+                                             write_key=src.write_key)
+                created = True
+            else:
+                created = False
+                if src.type != source.type:
+                    raise InvalidArgument(
+                        f"source {src.slug!r} is a {source.type} source; the file says "
+                        f"{src.type!r} (a source's type cannot change)",
+                        code="source_type_change")
+                if src.write_key and src.write_key != source.write_key:
+                    raise InvalidArgument(
+                        f"source {src.slug!r}: its write key cannot change",
+                        code="write_key_change")
+            existing = store.list_instances(source.id)
+            try:
+                desired = service.build_instances(source, existing, src.destinations)
+                if created and not desired:
+                    bundle, changed = service._stage(source, [])
                 else:
-                    created = False
-                    if src.type != source.type:
-                        raise InvalidArgument(
-                            f"source {src.slug!r} is a {source.type} source; the file says "
-                            f"{src.type!r} (a source's type cannot change)",
-                            code="source_type_change")
-                    if src.write_key and src.write_key != source.write_key:
-                        raise InvalidArgument(
-                            f"source {src.slug!r}: its write key cannot change",
-                            code="write_key_change")
-                existing = store.list_instances(source.id)
-                try:
-                    desired = service.build_instances(source, existing, src.destinations)
-                    if created and not desired:
-                        bundle, changed = service._stage(source, [])
-                    else:
-                        bundle, changed = service._commit(source, existing, desired)
-                except InvalidArgument as exc:
-                    exc.located(f"source {src.slug!r}")
-                    raise
-                staged.append((source, bundle, changed))
-            # Every source checked: publish inside the transaction, as every write does
-            # (SQLite's write lock orders the Redis writes of all publisher processes).
-            return [(src.slug, service._push(src, bundle, changed))
-                    for src, bundle, changed in staged]
+                    bundle, changed = service._commit(source, existing, desired)
+            except InvalidArgument as exc:
+                exc.located(f"source {src.slug!r}")
+                raise
+            staged.append((source, bundle, changed))
+        # Every source checked: publish inside the transaction, as every write does
+        # (SQLite's write lock orders the Redis writes of all publisher processes).
+        return [(src.slug, service._push(src, bundle, changed))
+                for src, bundle, changed in staged]

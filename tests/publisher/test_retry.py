@@ -24,7 +24,7 @@ from publisher.catalog import default_catalog
 from publisher.errors import Busy
 from publisher.model import Instance, Source
 from publisher.publish import RedisPublisher, make_bundle
-from publisher.service import Service
+from publisher.service import InstanceSpec, Service
 from publisher.settings import PublisherSettings, SettingsError
 from publisher.store import Store
 
@@ -438,6 +438,97 @@ def test_republish_and_writes_replace_a_version_redis_is_ahead_with(
     assert result.version == 2 and not result.pending
     assert served_version(redis_client, written.write_key) == 2
     assert "Redis served a version of acmeSiteWriteKey0001 above v2" in caplog.text
+
+
+def test_a_new_source_is_published_before_another_process_sees_it(
+        tmp_path: Path, redis_client: redis.Redis) -> None:
+    """create_source publishes inside its transaction: another process sees the source only
+    once Redis has its first version, so its own write (v2) lands last. Before, the create
+    committed, the other process published v2, then the create's v1 was found below it and
+    forced over it: Redis served v1 while SQLite's current version was v2."""
+    db = str(tmp_path / "config.db")
+    key = "acmeNewWriteKey00000"
+    with Store.open(db) as first, Store.open(db) as second:
+        creator = Service(first, default_catalog(), RedisPublisher(redis_client))
+        other = Service(second, default_catalog(), RedisPublisher(redis_client))
+        creator.create_workspace("acme")
+        writing, go_on = threading.Event(), threading.Event()
+        assert creator.publisher is not None
+        write = creator.publisher.write
+
+        def paused(*args: Any, **kwargs: Any) -> bool:
+            writing.set()
+            go_on.wait(5)
+            return write(*args, **kwargs)
+
+        def add_destination() -> None:
+            for _ in range(500):  # until the source is visible to this process
+                found = second.get_source_by_write_key(key)
+                if found is not None:
+                    other.set_instances(found, [InstanceSpec(
+                        destination="amplitude", connection_mode="DEVICE", enabled=True,
+                        settings={"apiKey": "k"})])
+                    return
+                time.sleep(0.01)
+
+        creator.publisher.write = paused  # type: ignore[method-assign]
+        create = threading.Thread(target=lambda: creator.create_source(
+            "acme", "new", "web", write_key=key))
+        create.start()
+        assert writing.wait(5)
+        adder = threading.Thread(target=add_destination)
+        adder.start()
+        adder.join(0.5)  # done by now if the source was visible before its publish
+        go_on.set()
+        create.join(10)
+        adder.join(10)
+
+        src = second.get_source_by_write_key(key)
+        assert src is not None
+        current = second.current_bundle(src.id)
+    assert current is not None and current.version == 2
+    assert served_version(redis_client, key) == 2
+
+
+def test_a_write_waits_for_this_process_writes_within_the_same_limit(
+        tmp_path: Path, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write behind this process's other writes (each may wait out a hung Redis) gets Busy
+    within BUSY_TIMEOUT_MS, as one behind another process does: it used to wait for the
+    process's lock without limit, and only then for SQLite's."""
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 200)
+    with Store.open(str(tmp_path / "config.db")) as store:
+        service = Service(store, default_catalog(), RedisPublisher(redis_client))
+        src = source(service, 0)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with service._lock:  # another write of this process, waiting on Redis
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(5)
+        outcome: list[BaseException | None] = []
+
+        def write() -> None:
+            try:
+                service.publish(src)
+                outcome.append(None)
+            except Busy as exc:
+                outcome.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(5)  # answered while the other write still holds the lock
+        answered = not writer.is_alive()
+        release.set()
+        holder.join(10)
+        writer.join(10)
+
+    assert answered
+    assert isinstance(outcome[0], Busy) and outcome[0].http_status == 503
+    assert "this publisher's other writes held its write lock" in outcome[0].message
 
 
 def test_a_write_behind_another_process_lock_is_a_503(tmp_path: Path, redis_client: redis.Redis,
