@@ -28,8 +28,9 @@ log = logging.getLogger("publisher.retry")
 
 async def publish_pending(service: Service, interval: float) -> None:
     """Run until cancelled: check every source once, and again whenever Redis is another
-    server (restarted, perhaps empty), then publish the pending ones each ``interval``
-    seconds. Logs what it publishes and, once per change, what stays pending."""
+    server (restarted, perhaps empty) or pending sources were published (a timed-out write
+    may land late), then publish the pending ones each ``interval`` seconds. Logs what it
+    publishes and, once per change, what stays pending."""
     checked = False
     server = None
     reported = 0
@@ -54,6 +55,10 @@ async def publish_pending(service: Service, interval: float) -> None:
                 published, left = await run_in_threadpool(service.retry_pending)
                 if published:
                     log.warning("brought %d pending sources up to date in Redis", published)
+                if published and not left:
+                    # A write that timed out on a hung Redis may still run once it resumes,
+                    # after a newer one: compare every source with Redis once more.
+                    checked = False
                 if left and left != reported:
                     log.warning("%d sources still pending: Redis unreachable; retrying every "
                                 "%gs", left, interval)

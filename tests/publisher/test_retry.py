@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +26,7 @@ from publisher.catalog import default_catalog
 from publisher.errors import Busy
 from publisher.model import Instance, Source
 from publisher.publish import RedisPublisher, make_bundle
+from publisher.retry import publish_pending
 from publisher.service import InstanceSpec, Service
 from publisher.settings import PublisherSettings, SettingsError
 from publisher.store import Store
@@ -214,6 +217,46 @@ def test_a_malformed_pointer_reads_as_behind(service: Service,
     assert served_version(redis_client, src.write_key) == 1
 
 
+def test_after_pending_sources_are_published_every_source_is_checked_again(
+        service: Service, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A forced write (a rollback) that timed out on a hung Redis still runs when Redis
+    resumes, possibly after a newer write that succeeded and cleared the source's pending
+    mark. After the loop has published what was pending, its next round compares every
+    source with Redis again and puts back what differs."""
+    src, other = source(service, 0), source(service, 1)
+    service.publish(src)
+    service.store.replace_instances(src.id, [])
+    newest = service.publish(src)  # v2
+    first = service.store.get_bundle(src.id, 1)
+    good, service.publisher = service.publisher, DOWN
+    assert service.publish(other).pending
+    service.publisher = good
+    assert good is not None and first is not None
+    retry, landed = service.retry_pending, list[bool]()
+
+    def retry_then_a_late_write() -> tuple[int, int]:
+        done = retry()
+        if not landed:  # the timed-out rollback to v1 runs now, after the newer write
+            good.point(src.write_key, first)
+            landed.append(True)
+        return done
+
+    monkeypatch.setattr(service, "retry_pending", retry_then_a_late_write)
+
+    async def run() -> None:
+        task = asyncio.create_task(publish_pending(service, 0.02))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (
+                landed and served_version(redis_client, src.write_key) == newest.version):
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+
+    assert landed and served_version(redis_client, src.write_key) == newest.version == 2
+    assert served_version(redis_client, other.write_key) == 1
 
 
 def test_serve_republishes_into_a_redis_restarted_empty(tmp_path: Path, service: Service,
