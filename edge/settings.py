@@ -15,6 +15,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import redis
+
 
 class SettingsError(ValueError):
     """A setting has a value the edge cannot run with; the message names variable and value."""
@@ -132,7 +134,8 @@ def redis_url_problem(value: Any) -> str | None:
     """What is wrong with a Redis URL (the publisher checks its own with this too), or None.
 
     redis-py reads a URL it cannot make sense of quietly: a database that is not a number
-    becomes database 0.
+    becomes database 0; an option in the query it does not know, or cannot read, fails only
+    when the first connection is made — a traceback at start, or at the first write.
     """
     raw = str(value)
     if not raw.startswith(("redis://", "rediss://", "unix://")):
@@ -148,6 +151,11 @@ def redis_url_problem(value: Any) -> str | None:
     db = url.path.strip("/") if url.scheme != "unix" else parse_qs(url.query).get("db", [""])[0]
     if db and not (db.isascii() and db.isdigit()):
         return f"names database {db!r}; a database is a number"
+    try:  # the query's options (?db=, ?socket_timeout=, ...): build a connection, unopened
+        pool = redis.ConnectionPool.from_url(raw)
+        pool.connection_class(**pool.connection_kwargs)
+    except (ValueError, TypeError) as exc:
+        return f"is refused by redis-py: {exc}"
     return None
 
 

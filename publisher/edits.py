@@ -15,9 +15,10 @@ from typing import Any
 
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
 from publisher.model import CONNECTION_MODES, Filter, Instance, Source
+from publisher.publish import PublishResult
 from publisher.rules import default_display_name
 from publisher.specs import InstanceSpec, SpecBuilder, filter_dict
-from publisher.staging import PublishResult, Staging
+from publisher.staging import Staging
 from publisher.store import new_instance_id
 
 

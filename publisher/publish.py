@@ -13,7 +13,8 @@ tag, so the script also runs on Redis Cluster, and ``write_many`` pipelines many
 scripts per round trip for ``republish --all``.
 
 The bytes, their gzip and their ETag are computed once, in :func:`make_bundle`; SQLite keeps
-the same :class:`Bundle`, so Redis can be rebuilt from it byte for byte.
+the same :class:`Bundle`, so Redis can be rebuilt from it byte for byte. A write answers with
+a :class:`PublishResult`: the version, whether it is new, and whether Redis has it yet.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import redis
@@ -56,6 +58,37 @@ class Bundle:
 def etag_of(json_bytes: bytes) -> str:
     """The strong ETag of a document: a quoted 128-bit prefix of its SHA-256."""
     return '"' + hashlib.sha256(json_bytes).hexdigest()[:32] + '"'
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """What a write did to the source's bundle."""
+
+    write_key: str
+    revision: int
+    version: int
+    etag: str
+    published_at: int
+    changed: bool  # a new bundle version was made
+    pending: bool = False  # committed, but Redis could not be written yet
+    error: str = ""
+    visible_everywhere_by: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "write_key": self.write_key, "revision": self.revision, "version": self.version,
+            "etag": self.etag, "published_at": _rfc3339(self.published_at),
+            "changed": self.changed, "pending": self.pending,
+        }
+        if self.visible_everywhere_by is not None:
+            out["visible_everywhere_by"] = _rfc3339(self.visible_everywhere_by)
+        if self.error:
+            out["error"] = self.error
+        return out
 
 
 def make_bundle(json_bytes: bytes, *, version: int, revision: int, published_at: int) -> Bundle:

@@ -18,7 +18,8 @@ import redis
 
 from publisher.errors import NotFound
 from publisher.model import Source
-from publisher.staging import PublishResult, Staging
+from publisher.publish import PublishResult
+from publisher.staging import Staging
 
 
 class Recovery(Staging):
@@ -113,7 +114,8 @@ class Recovery(Staging):
             found += [write_key for (write_key, version, etag), pointer
                       in zip(chunk, served, strict=True) if pointer != (version, etag)]
             time.sleep(0.001)  # (in serve's thread pool: let the API's requests have the GIL)
-        self.store.mark_unpublished(found)
+        with self._writing():  # (within the same limit as every write: Busy otherwise)
+            self.store.mark_unpublished(found)
         return len(found)
 
     def retry_pending(self) -> tuple[int, int]:

@@ -38,11 +38,10 @@ from publisher.compile import CompileOptions
 from publisher.edits import ConfigEdits
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
 from publisher.model import SOURCE_TYPES, Instance, Source, Workspace
-from publisher.publish import RedisPublisher
+from publisher.publish import PublishResult, RedisPublisher
 from publisher.recovery import Recovery
 from publisher.rules import RuleLimits
 from publisher.specs import InstanceSpec, check_slug, check_write_key, filter_dict
-from publisher.staging import PublishResult
 from publisher.store import Store
 from publisher.webhook_events import WebhookEvents
 
@@ -206,7 +205,10 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
             return out
         out.update(self._result(source, current, False).to_dict())
         out.pop("changed", None)
-        out["pending"] = self._redis_behind(source, current)
+        try:
+            out["pending"] = self._redis_behind(source, current)
+        except redis.RedisError:  # unknown: as good as not published
+            out["pending"] = True
         return out
 
     def diff(self, source: Source) -> str:

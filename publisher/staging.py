@@ -17,8 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,7 +29,7 @@ from publisher.catalog import Catalog
 from publisher.compile import CompileOptions, compile_bytes
 from publisher.errors import AlreadyExists, Busy
 from publisher.model import Instance, Source, Workspace
-from publisher.publish import Bundle, RedisPublisher, make_bundle
+from publisher.publish import Bundle, PublishResult, RedisPublisher, make_bundle
 from publisher.rules import RuleLimits, check_source
 from publisher.setting_values import validate_settings
 from publisher.specs import filter_dict
@@ -39,35 +38,9 @@ from publisher.store import Store
 log = logging.getLogger("publisher.service")
 
 
-def _rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True, slots=True)
-class PublishResult:
-    """What a write did to the source's bundle."""
-
-    write_key: str
-    revision: int
-    version: int
-    etag: str
-    published_at: int
-    changed: bool  # a new bundle version was made
-    pending: bool = False  # committed, but Redis could not be written yet
-    error: str = ""
-    visible_everywhere_by: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "write_key": self.write_key, "revision": self.revision, "version": self.version,
-            "etag": self.etag, "published_at": _rfc3339(self.published_at),
-            "changed": self.changed, "pending": self.pending,
-        }
-        if self.visible_everywhere_by is not None:
-            out["visible_everywhere_by"] = _rfc3339(self.visible_everywhere_by)
-        if self.error:
-            out["error"] = self.error
-        return out
+def _pending_error(exc: redis.RedisError) -> str:
+    return (f"Redis unreachable, publish pending ({exc}); `serve` retries it, or run "
+            "`republish --all`")
 
 
 class Staging:
@@ -206,18 +179,25 @@ class Staging:
         that another process committed first and published after it.
         """
         pending, error = False, ""
-        if changed or self._redis_behind(source, bundle):
-            pending, error = self._write_redis(source.write_key, bundle)
+        try:
+            behind = changed or self._redis_behind(source, bundle)
+        except redis.RedisError as exc:  # (one Redis timeout under the lock, not two)
+            self.store.mark_unpublished([source.write_key])
+            pending, error = True, _pending_error(exc)
+        else:
+            if behind:
+                pending, error = self._write_redis(source.write_key, bundle)
         revision = self.store.get_source_by_write_key(source.write_key)
         return self._result(source, bundle, changed, pending=pending, error=error,
                             revision=revision.revision if revision else source.revision)
 
     def _redis_behind(self, source: Source, bundle: Bundle) -> bool:
+        """Whether Redis's pointer differs from ``bundle``; raises ``redis.RedisError``."""
         if self.publisher is None:
             return False
         try:
             return self.publisher.current(source.write_key) != (bundle.version, bundle.etag)
-        except (redis.RedisError, ValueError, UnicodeDecodeError):  # (a malformed pointer)
+        except (ValueError, UnicodeDecodeError):  # a malformed pointer
             return True
 
     def _write_redis(self, write_key: str, bundle: Bundle, *,
@@ -237,8 +217,7 @@ class Staging:
                 self.publisher.point(write_key, bundle)
         except redis.RedisError as exc:
             self.store.mark_unpublished([write_key])
-            return True, (f"Redis unreachable, publish pending ({exc}); `serve` retries it, "
-                          "or run `republish --all`")
+            return True, _pending_error(exc)
         self.store.clear_unpublished([write_key])
         return False, ""
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from publisher.errors import InvalidArgument, NotFound
 from publisher.model import SOURCE_TYPES, Source
+from publisher.publish import PublishResult
 from publisher.specs import InstanceSpec, SpecBuilder, check_slug
-from publisher.staging import PublishResult, Staging
+from publisher.staging import Staging
 
 
 class WebhookEvents(SpecBuilder, Staging):

@@ -92,6 +92,9 @@ def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -
     ("redis://u:hunter2@h:x/0", "has no valid port"),
     ("redis://:hunter2@[::1/0", "cannot be read as a URL"),
     ("redis://127.0.0.1:6379/x?password=hunter2", "names database 'x'"),
+    ("redis://:hunter2@127.0.0.1:6379/0?db=x", "refused by redis-py: Invalid value for 'db'"),
+    ("redis://:hunter2@h:6379/0?socket_timeout=soon", "Invalid value for 'socket_timeout'"),
+    ("redis://:hunter2@h:6379/0?ssl_cert_reqs=none", "unexpected keyword argument"),
 ])
 def test_bad_redis_url_is_shown_without_its_password(url: str, problem: str) -> None:
     """The error names REDIS_URL and its problem, with the password (user part or the

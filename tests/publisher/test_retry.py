@@ -204,6 +204,32 @@ def test_serve_publishes_a_pending_write_by_itself(tmp_path: Path, service: Serv
     assert not service.pending
 
 
+def test_an_unchanged_write_asks_a_hung_redis_once(service: Service,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that leaves the bundle unchanged compares it with Redis; when that read fails
+    the write is pending at once. It used to count the failure as "behind" and try the write
+    too, holding the write lock for two Redis timeouts."""
+    src = source(service, 0)
+    service.publish(src)
+    assert service.publisher is not None
+    calls: list[str] = []
+
+    def fail(name: str) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            raise redis.TimeoutError("Timeout reading from socket")
+        return call
+
+    for name in ("current", "write", "point"):
+        monkeypatch.setattr(service.publisher, name, fail(name))
+
+    result = service.publish(src)
+
+    assert calls == ["current"]
+    assert result.pending and not result.changed and "Timeout reading" in result.error
+    assert service.pending == {src.write_key}
+
+
 def test_a_malformed_pointer_reads_as_behind(service: Service,
                                              redis_client: redis.Redis) -> None:
     """A pointer in Redis that does not parse makes the source pending, not a crash; the
