@@ -9,13 +9,11 @@ and the value, so the edge stops at start instead of misbehaving later.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
-import redis
+from edge.redis_url import masked_url, redis_url_problem
 
 
 class SettingsError(ValueError):
@@ -108,55 +106,9 @@ def _port(value: Any) -> str | None:
     return None if 1 <= value <= 65535 else "must be a TCP port 1-65535"
 
 
-def masked_url(raw: str) -> str:
-    """``raw`` with its password — in the user part or a ``password=`` parameter, both of
-    which redis-py reads — replaced by ``***``: errors and logs never carry it. Done on the
-    text, so a URL that does not parse is masked too."""
-    scheme, sep, rest = raw.partition("://")
-    if sep:
-        end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-        userinfo, at, host = rest[:end].rpartition("@")
-        if at and ":" in userinfo:
-            rest = f"{userinfo.split(':', 1)[0]}:***@{host}{rest[end:]}"
-        raw = f"{scheme}://{rest}"
-    return _PASSWORD_PARAM.sub(r"\1***", raw)
-
-
-_PASSWORD_PARAM = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-
-
 def shown(option: Option, value: Any) -> Any:
     """A setting's value as an error message may show it (a URL without its password)."""
     return masked_url(str(value)) if option.env == "REDIS_URL" else value
-
-
-def redis_url_problem(value: Any) -> str | None:
-    """What is wrong with a Redis URL (the publisher checks its own with this too), or None.
-
-    redis-py reads a URL it cannot make sense of quietly: a database that is not a number
-    becomes database 0; an option in the query it does not know, or cannot read, fails only
-    when the first connection is made — a traceback at start, or at the first write.
-    """
-    raw = str(value)
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        return "must start with redis://, rediss:// or unix://"
-    try:
-        url = urlsplit(raw)
-    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 host
-        return f"cannot be read as a URL ({exc})"
-    try:
-        url.port  # noqa: B018 (raises on a port that is no number or out of range)
-    except ValueError:
-        return "has no valid port"
-    db = url.path.strip("/") if url.scheme != "unix" else parse_qs(url.query).get("db", [""])[0]
-    if db and not (db.isascii() and db.isdigit()):
-        return f"names database {db!r}; a database is a number"
-    try:  # the query's options (?db=, ?socket_timeout=, ...): build a connection, unopened
-        pool = redis.ConnectionPool.from_url(raw)
-        pool.connection_class(**pool.connection_kwargs)
-    except (ValueError, TypeError) as exc:
-        return f"is refused by redis-py: {exc}"
-    return None
 
 
 def _assets_dir(value: Any) -> str | None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.settings import masked_url, redis_url_problem
+from edge.redis_url import masked_url, redis_url_problem
 
 
 class SettingsError(ValueError):
