@@ -93,13 +93,7 @@ async def update_destination(request: Request) -> Response:
                 fields["settings"] = {}
         else:
             fields[path] = d.text(path) or ""
-    for key in _DEST_FIELDS:  # fields outside the mask are type-checked and left alone
-        if key == "enabled":
-            d.flag(key)
-        elif key == "config":
-            d.array(key)
-        else:
-            d.text(key)
+    d.check(_DEST_FIELDS, flags={"enabled"}, arrays={"config"})  # outside the mask: left alone
     d.done(*_ECHOED)
     inst, result = await run_in_threadpool(svc.update_instance, source,
                                            request.path_params["dest"], fields, patch)

@@ -8,6 +8,7 @@ says what to fix — never half-applied, never a crash.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
 from publisher.errors import InvalidArgument, shown, type_name
@@ -74,6 +75,18 @@ class Obj:
     def object(self, key: str, *, required: bool = False) -> Obj | None:
         self.get(key, dict, "an object", required=required)
         return Obj(self.raw[key], self.path(key)) if key in self.raw else None
+
+    def check(self, keys: Sequence[str], *, flags: Collection[str] = (),
+              arrays: Collection[str] = ()) -> None:
+        """Type-check each of ``keys`` given — a flag, an array, or else a string — reading
+        nothing else: a PATCH checks the fields outside its mask, and changes only those in."""
+        for key in keys:
+            if key in flags:
+                self.flag(key)
+            elif key in arrays:
+                self.array(key)
+            else:
+                self.text(key)
 
     def done(self, *ignored: str) -> None:
         unknown = sorted(k for k in self.raw if k not in self.seen and k not in ignored)

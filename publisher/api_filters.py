@@ -65,13 +65,7 @@ async def update_filter(request: Request) -> Response:
     paths = shapes.update_mask(body, "filter", FIELDS)
     f = body.object("filter") or Obj({}, "filter")
     body.done()
-    for key in FIELDS:  # every field given is type-checked, in the mask or not (as PATCH
-        if key == "enabled":  # destination does); only the mask's fields change
-            f.flag(key)
-        elif key == "actions":
-            f.array(key)
-        else:
-            f.text(key)
+    f.check(FIELDS, flags={"enabled"}, arrays={"actions"})  # in the mask or not, as destinations
     fields = {p: f.raw[p] if p in f.raw else _EMPTY[p] for p in paths}
     f.done("name", "id", "update_mask")
     new, result = await run_in_threadpool(svc.update_filter, source, request.path_params["dest"],

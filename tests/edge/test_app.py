@@ -344,8 +344,9 @@ def test_scan_joins_repeated_fields(headers: list[tuple[bytes, bytes]],
 
 
 def test_many_repeated_conditions_are_one_list() -> None:
-    """20,000 repeated If-None-Match members are joined once (they were joined one at a time,
-    a copy of the whole field per repeat); the tag that matches is still found by position."""
+    """20,000 repeated If-None-Match members all reach the joined field, in order. (Its
+    speed, which this does not time: joined once, 3 ms, where joining them as they came took
+    108 ms — measured by hand, commit 2ea95c4.)"""
     headers = [(b"if-none-match", b'"%d"' % n) for n in range(20_000)]
 
     _, if_none_match, _, plain = scan(headers)

@@ -342,6 +342,32 @@ def test_pending_outlives_the_process_that_wrote_it(tmp_path: Path, redis_client
     assert redis_client.keys(f"{keyspace.tag(gone.write_key)}:*") == []
 
 
+def race(service: Service, method: str, first: Callable[[], object],
+         second: Callable[[], object]) -> None:
+    """Run ``first`` until it calls ``service.publisher.<method>`` (its Redis step, inside
+    its transaction), then ``second`` beside it for 0.5 s — enough to finish unless it waits
+    for ``first``'s transaction — then let ``first`` go on, and wait for both."""
+    assert service.publisher is not None
+    writing, go_on = threading.Event(), threading.Event()
+    call = getattr(service.publisher, method)
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        writing.set()
+        go_on.wait(5)
+        return call(*args, **kwargs)
+
+    setattr(service.publisher, method, paused)
+    one = threading.Thread(target=first)
+    one.start()
+    assert writing.wait(5)
+    two = threading.Thread(target=second)
+    two.start()
+    two.join(0.5)
+    go_on.set()
+    one.join(10)
+    two.join(10)
+
+
 def test_republish_and_another_process_rollback_do_not_interleave(
         tmp_path: Path, redis_client: redis.Redis) -> None:
     """republish --all reads a page and writes it to Redis inside one write transaction: a
@@ -355,25 +381,8 @@ def test_republish_and_another_process_rollback_do_not_interleave(
         republisher.publish(src)
         republisher.store.replace_instances(src.id, [])
         republisher.publish(src)  # v2
-        writing, go_on = threading.Event(), threading.Event()
-        assert republisher.publisher is not None
-        write_many = republisher.publisher.write_many
-
-        def paused(*args: Any, **kwargs: Any) -> int:
-            writing.set()
-            go_on.wait(5)
-            return write_many(*args, **kwargs)
-
-        republisher.publisher.write_many = paused  # type: ignore[method-assign]
-        republish = threading.Thread(target=lambda: list(republisher.republish_all()))
-        republish.start()
-        assert writing.wait(5)
-        rollback = threading.Thread(target=lambda: other.rollback(src, 1))
-        rollback.start()
-        rollback.join(0.5)  # done by now unless it waits for republish's transaction
-        go_on.set()
-        republish.join(10)
-        rollback.join(10)
+        race(republisher, "write_many", lambda: list(republisher.republish_all()),
+             lambda: other.rollback(src, 1))
 
         current = second.current_bundle(src.id)
     assert current is not None and current.version == 1
@@ -394,28 +403,11 @@ def test_a_write_and_another_process_rollback_do_not_interleave(
         writer.publish(src)
         writer.store.replace_instances(src.id, [])
         writer.publish(src)  # v2
-        writing, go_on = threading.Event(), threading.Event()
-        assert writer.publisher is not None
-        write = writer.publisher.write
-
-        def paused(*args: Any, **kwargs: Any) -> bool:
-            writing.set()
-            go_on.wait(5)
-            return write(*args, **kwargs)
-
-        writer.publisher.write = paused  # type: ignore[method-assign]
         writer.store.replace_instances(src.id, [Instance(
             id="amp", catalog_slug="amplitude", display_name="Amplitude",
             connection_mode="DEVICE", enabled=True, settings={"apiKey": "three"})])
-        write_thread = threading.Thread(target=lambda: writer.publish(src))  # v3
-        write_thread.start()
-        assert writing.wait(5)
-        rollback = threading.Thread(target=lambda: other.rollback(src, 1))
-        rollback.start()
-        rollback.join(0.5)  # done by now unless it waits for the write's transaction
-        go_on.set()
-        write_thread.join(10)
-        rollback.join(10)
+        race(writer, "write", lambda: writer.publish(src),  # v3
+             lambda: other.rollback(src, 1))
 
         current = second.current_bundle(src.id)
     assert current is not None and current.version == 1
@@ -438,28 +430,11 @@ def test_apply_and_another_process_rollback_do_not_interleave(
         applier = Service(first, default_catalog(), RedisPublisher(redis_client))
         other = Service(second, default_catalog(), RedisPublisher(redis_client))
         workspace_file.apply(applier, workspace_file.parse(file("one")))  # v1
-        writing, go_on = threading.Event(), threading.Event()
-        assert applier.publisher is not None
-        write = applier.publisher.write
-
-        def paused(*args: Any, **kwargs: Any) -> bool:
-            writing.set()
-            go_on.wait(5)
-            return write(*args, **kwargs)
-
-        applier.publisher.write = paused  # type: ignore[method-assign]
-        apply = threading.Thread(target=lambda: workspace_file.apply(
-            applier, workspace_file.parse(file("two"))))  # v2
-        apply.start()
-        assert writing.wait(5)
         src = second.get_source_by_write_key("acmeSiteWriteKey0000")
         assert src is not None
-        rollback = threading.Thread(target=lambda: other.rollback(src, 1))
-        rollback.start()
-        rollback.join(0.5)  # done by now unless it waits for apply's transaction
-        go_on.set()
-        apply.join(10)
-        rollback.join(10)
+        race(applier, "write",
+             lambda: workspace_file.apply(applier, workspace_file.parse(file("two"))),  # v2
+             lambda: other.rollback(src, 1))
 
         current = second.current_bundle(src.id)
     assert current is not None and current.version == 1
@@ -521,14 +496,6 @@ def test_a_new_source_is_published_before_another_process_sees_it(
         creator = Service(first, default_catalog(), RedisPublisher(redis_client))
         other = Service(second, default_catalog(), RedisPublisher(redis_client))
         creator.create_workspace("acme")
-        writing, go_on = threading.Event(), threading.Event()
-        assert creator.publisher is not None
-        write = creator.publisher.write
-
-        def paused(*args: Any, **kwargs: Any) -> bool:
-            writing.set()
-            go_on.wait(5)
-            return write(*args, **kwargs)
 
         def add_destination() -> None:
             for _ in range(500):  # until the source is visible to this process
@@ -540,17 +507,9 @@ def test_a_new_source_is_published_before_another_process_sees_it(
                     return
                 time.sleep(0.01)
 
-        creator.publisher.write = paused  # type: ignore[method-assign]
-        create = threading.Thread(target=lambda: creator.create_source(
-            "acme", "new", "web", write_key=key))
-        create.start()
-        assert writing.wait(5)
-        adder = threading.Thread(target=add_destination)
-        adder.start()
-        adder.join(0.5)  # done by now if the source was visible before its publish
-        go_on.set()
-        create.join(10)
-        adder.join(10)
+        race(creator, "write",
+             lambda: creator.create_source("acme", "new", "web", write_key=key),
+             add_destination)
 
         src = second.get_source_by_write_key(key)
         assert src is not None
