@@ -181,6 +181,8 @@ def measure(s: Setup) -> None:
             if seen:
                 x[f"{mode}_p50_ms"] = _percentile(seen, 50) * 1000
                 x[f"{mode}_p99_ms"] = _percentile(seen, 99) * 1000
+                # the tail, to tell one slow write from a slow mode
+                x[f"{mode}_slowest_ms"] = [round(v * 1000, 1) for v in sorted(seen)[-5:]]
                 how = mode if instant else f"{mode}, refresh {s.cfg.poll_refresh:g} s"
                 p50, p99 = x[f"{mode}_p50_ms"], x[f"{mode}_p99_ms"]
                 s.cfg.log(f"write -> edge ({how}): p50 {p50:.1f} ms, p99 {p99:.1f} ms over "
