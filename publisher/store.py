@@ -150,9 +150,9 @@ class Store(SourcesMixin, InstancesMixin, BundlesMixin, CallersMixin):
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
             except sqlite3.OperationalError as exc:  # locked past busy_timeout
-                raise Busy(f"the configuration database is busy: {exc} (another publisher "
-                           f"process held its write lock for {BUSY_TIMEOUT_MS / 1000:g} s); "
-                           "retry shortly") from None
+                raise Busy(f"the configuration database is busy: {exc} (waited "
+                           f"{limit_ms / 1000:g} s for another publisher process's write "
+                           "lock); retry shortly") from None
             finally:
                 if limit_ms != BUSY_TIMEOUT_MS:
                     self._conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

@@ -580,6 +580,21 @@ def test_a_write_behind_another_process_lock_is_a_503(tmp_path: Path, redis_clie
     assert error_response(caught.value).headers["retry-after"] == "1"
 
 
+def test_busy_names_the_wait_it_gave_up_after(tmp_path: Path) -> None:
+    """Busy says how long this write waited for the lock (its share of the budget), not the
+    whole budget."""
+    db = str(tmp_path / "config.db")
+    with Store.open(db) as holder, Store.open(db) as store:
+        holder._conn.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(Busy) as caught, store.transaction(wait=0.05):
+                pass
+        finally:
+            holder._conn.execute("ROLLBACK")
+
+    assert "waited 0.05 s for another publisher process's write lock" in caught.value.message
+
+
 def test_serve_logs_each_outage_once(tmp_path: Path, service: Service,
                                      monkeypatch: pytest.MonkeyPatch,
                                      caplog: pytest.LogCaptureFixture) -> None:
