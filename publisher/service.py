@@ -41,7 +41,7 @@ from publisher.model import SOURCE_TYPES, Instance, Source, Workspace
 from publisher.publish import PublishResult, RedisPublisher
 from publisher.recovery import Recovery
 from publisher.rules import RuleLimits
-from publisher.specs import InstanceSpec, check_slug, check_write_key, filter_dict
+from publisher.specs import InstanceSpec, check_slug, check_text, check_write_key, filter_dict
 from publisher.store import Store
 from publisher.webhook_events import WebhookEvents
 
@@ -135,6 +135,8 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
                                   f"{source_type!r}", code="invalid_source_type")
         if write_key is not None:
             check_write_key(write_key)
+        if name is not None:
+            check_text(name, "source display name")
         with self._writing():
             ws = self.workspace(workspace_slug)
             if self.store.get_source(ws.id, slug) is not None:

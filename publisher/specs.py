@@ -47,6 +47,22 @@ def check_write_key(value: Any) -> str:
     return value
 
 
+# C0 controls and DEL: a name or title is one line of text; a description may also hold
+# tabs and line breaks. (JSON lets a string carry any of them, NUL included.)
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_IN_TEXT_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def check_text(value: str, what: str, *, multiline: bool = False) -> str:
+    """``value`` unless it holds a control character (a 400 naming ``what`` and where)."""
+    found = (_CONTROL_IN_TEXT_RE if multiline else _CONTROL_RE).search(value)
+    if found:
+        raise InvalidArgument(
+            f"{what} must not contain control characters, got U+{ord(found.group()):04X} at "
+            f"position {found.start()}", code="invalid_text")
+    return value
+
+
 @dataclass(slots=True)
 class InstanceSpec:
     """A desired instance as a write path states it (catalog ref, not yet validated)."""

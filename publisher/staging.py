@@ -32,7 +32,7 @@ from publisher.model import Instance, Source, Workspace
 from publisher.publish import Bundle, PublishResult, RedisPublisher, make_bundle
 from publisher.rules import RuleLimits, check_source
 from publisher.setting_values import validate_settings
-from publisher.specs import filter_dict
+from publisher.specs import check_text, filter_dict
 from publisher.store import Store
 
 log = logging.getLogger("publisher.service")
@@ -98,6 +98,11 @@ class Staging:
                 ) -> tuple[Bundle, bool]:
         """Validate and store ``desired``; returns the bundle to push (inside a transaction)."""
         for inst in desired:
+            check_text(inst.display_name, f"destination {inst.display_name!r}: display name")
+            for f in inst.filters:
+                where = f"destination {inst.display_name!r}: filter {f.title!r}"
+                check_text(f.title, f"{where}: title")
+                check_text(f.description, f"{where}: description", multiline=True)
             dest = self.catalog.get(inst.catalog_slug)
             validate_settings(dest, inst.settings, enabled=inst.enabled,
                               where=f"destination {inst.display_name!r}")

@@ -212,6 +212,46 @@ def test_new_destination_with_two_filters_of_one_title_conflicts(writer: Api, fi
     assert snapshot(writer) == before
 
 
+@pytest.mark.parametrize(("method", "path", "body", "named"), [
+    pytest.param("POST", FILTERS, {"filter": {**FILTER, "title": "a\u0000b"}},
+                 "title must not contain control characters, got U+0000 at position 1",
+                 id="nul-in-filter-title"),
+    pytest.param("POST", FILTERS, {"filter": {**FILTER, "title": "two\nlines"}},
+                 "title must not contain control characters, got U+000A", id="newline-in-title"),
+    pytest.param("POST", FILTERS, {"filter": {**FILTER, "description": "x\u001by"}},
+                 "description must not contain control characters, got U+001B",
+                 id="escape-in-description"),
+    pytest.param("PATCH", DEST, {
+        "destination": {"display_name": "amp\u007f"}, "update_mask": {"paths": ["display_name"]}},
+        "display name must not contain control characters, got U+007F", id="del-in-display-name"),
+    pytest.param("POST", WS + "/sources", {"source": {"slug": "x", "type": "web",
+                                                     "display_name": "x\ty"}},
+                 "source display name must not contain control characters, got U+0009",
+                 id="tab-in-source-name"),
+])
+def test_control_characters_in_names_are_refused(writer: Api, fid: str, method: str, path: str,
+                                                 body: Any, named: str) -> None:
+    """A name, display name or title is one line of text, a description may break lines:
+    other control characters (NUL included, which JSON allows) are 400 naming the field and
+    the character, and nothing changes."""
+    before = snapshot(writer)
+
+    status, resp = writer.call(method, path, body)
+
+    assert_error(status, resp, 400, 3)
+    assert resp["reason"] == "invalid_text" and named in resp["error"], resp
+    assert snapshot(writer) == before
+
+
+def test_a_description_may_break_lines(writer: Api, fid: str) -> None:
+    """Tabs and line breaks in a filter description are kept."""
+    status, resp = writer.call("POST", FILTERS, {"filter": {
+        **FILTER, "title": "multi", "description": "first\r\n\tsecond"}})
+
+    assert status == 200, resp
+    assert resp["filter"]["description"] == "first\r\n\tsecond"
+
+
 @pytest.mark.parametrize("page_size", ["²", "５", "0", "-1", "1.5", "x", "1001"])
 def test_bad_page_size(reader: Api, page_size: str) -> None:
     """A page_size that is not an ASCII whole number from 1 to the maximum is 400 naming it

@@ -220,6 +220,19 @@ def test_malformed_events_write_nothing(client: TestClient, service: Service, bo
     assert send(client, event()).json()["status"] == "applied"
 
 
+def test_control_characters_in_a_title_are_refused(client: TestClient, service: Service) -> None:
+    """A filter title with a NUL is 400 invalid_text on the webhook too (the check sits in the
+    one commit path), and nothing is written."""
+    nul = {**AMPLITUDE, "filters": [{**AMPLITUDE["filters"][0], "title": "a\u0000"}]}
+    before = db(service)
+
+    resp = send(client, event(destinations=[nul]))
+
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["reason"] == "invalid_text" and "U+0000" in resp.json()["error"]
+    assert db(service) == before
+
+
 def test_filters_of_one_title_conflict(client: TestClient, service: Service) -> None:
     """Two filters of one title on a destination are 409/6 (as on the Config API), and
     nothing is written."""
