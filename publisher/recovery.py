@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 import redis
@@ -51,6 +51,7 @@ class Recovery(Staging):
                 if self.publisher is None:
                     pending, error = True, "no Redis configured"
                 else:
+                    self._touch(*keys)
                     try:
                         self.publisher.write_many(
                             ((src.write_key, bundle) for src, bundle, _ in staged), batch=batch,
@@ -86,6 +87,7 @@ class Recovery(Staging):
             if self.publisher is None:
                 pending, error = True, "no Redis configured"
             else:
+                self._touch(source.write_key)
                 try:
                     self.publisher.point(source.write_key, bundle)
                 except redis.RedisError as exc:
@@ -118,20 +120,21 @@ class Recovery(Staging):
             self.store.mark_unpublished(found)
         return len(found)
 
-    def retry_pending(self) -> tuple[int, int]:
-        """Bring Redis in line with SQLite for each pending source: publish the current bundle
-        it lacks (forced: also over a higher version a failed commit left), or delete a source
-        SQLite no longer has. One source at a time, its read and
-        its Redis write inside one write transaction (no publisher process commits between
-        them); stops at the first Redis failure. Returns ``(published or deleted, still
-        pending)``."""
+    def retry_pending(self, write_keys: Sequence[str] | None = None) -> tuple[int, int]:
+        """Bring Redis in line with SQLite for each pending source (of ``write_keys``, pending
+        ones given; default all): publish the current bundle it lacks (forced: also over a
+        higher version a failed commit left), or delete a source SQLite no longer has. One
+        source at a time, its read and its Redis write inside one write transaction (no
+        publisher process commits between them); stops at the first Redis failure. Returns
+        ``(published or deleted, still pending)``."""
         published = 0
-        for write_key in self.store.unpublished():
+        for write_key in self.store.unpublished() if write_keys is None else write_keys:
             with self._writing():
                 source = self.store.get_source_by_write_key(write_key)
                 bundle = None if source is None else self.store.current_bundle(source.id)
                 try:
                     if source is None and self.publisher is not None:  # deleted: not served
+                        self._touch(write_key)
                         self.publisher.delete_source(write_key)
                         published += 1
                     elif (source is not None and bundle is not None

@@ -17,9 +17,10 @@ that lock SQLite is the truth: a write, the retry and ``republish --all`` replac
 Redis serves, even a higher version (publisher/publish.py keeps a plain publish from moving a
 pointer back; these force it). The price: a hung Redis holds the write lock for up to
 ``PUBLISHER_REDIS_TIMEOUT`` per write, and other processes' writes wait behind it (up to 15 s,
-then a 503). Should the commit itself fail after Redis took the bundle (or the process stop
-between the two), Redis is ahead of SQLite until the source's next write, ``republish --all``,
-or ``serve``'s check at start.
+then a 503). Should the commit itself fail after Redis took the bundle, the write is refused
+and Redis put back at once (``Staging._put_back``; recorded pending if Redis fails then too);
+should the process stop between the two, Redis is ahead of SQLite until the source's next
+write, ``republish --all``, or ``serve``'s check at start.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
         self.propagation_seconds = propagation_seconds
         self.clock = clock
         self._lock = threading.RLock()
+        self._touched, self._putting_back = None, False
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -155,6 +157,7 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
         with self._writing():
             self.store.delete_source(source.id)
             if self.publisher is not None:
+                self._touch(source.write_key)
                 try:
                     self.publisher.delete_source(source.write_key)
                 except redis.RedisError:  # Redis would serve it on: retry_pending deletes it

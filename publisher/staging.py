@@ -57,12 +57,18 @@ class Staging:
     clock: Callable[[], float]
     # One per process, reentrant: a single-resource write holds it around ``mutate``.
     _lock: threading.RLock
+    # The write keys the running write transaction sent to Redis (None: no transaction), and
+    # whether ``_put_back`` is running (its own failures are left to the retry loop).
+    _touched: list[str] | None
+    _putting_back: bool
 
     if TYPE_CHECKING:  # Service's own (publisher/service.py), called by its mixins
         def workspace(self, slug: str) -> Workspace: ...
         def instance(self, source: Source, instance_id: str) -> Instance: ...
         def mutate(self, source: Source,
                    change: Callable[[list[Instance]], list[Instance]]) -> PublishResult: ...
+        def retry_pending(self, write_keys: Sequence[str] | None = None
+                          ) -> tuple[int, int]: ...
 
     # -- commit, compile, publish --------------------------------------------------------
 
@@ -77,11 +83,47 @@ class Staging:
         if not self._lock.acquire(timeout=budget):
             raise Busy(f"the configuration database is busy: this publisher's other writes "
                        f"held its write lock for {budget:g} s (Redis hung?); retry shortly")
+        outer = self._touched is None
+        if outer:
+            self._touched = []
         try:
             with self.store.transaction(wait=budget - (time.monotonic() - started)):
                 yield
+        except Exception:
+            touched = self._touched
+            self._touched = None
+            if outer and touched and not self._putting_back:
+                self._put_back(touched)
+            raise
         finally:
+            if outer:
+                self._touched = None
             self._lock.release()
+
+    def _touch(self, *write_keys: str) -> None:
+        """Note, before a Redis write, whose Redis state the running transaction changes (a
+        write that timed out may have landed)."""
+        if self._touched is not None:
+            self._touched.extend(write_keys)
+
+    def _put_back(self, write_keys: list[str]) -> None:
+        """After a write transaction failed past its Redis step — its COMMIT, or a step after
+        it — bring those sources' Redis state back to what SQLite holds, so that a write
+        refused with an error is not served (nor a deletion refused not served): recorded
+        pending first, then retried at once. Were the database or Redis failing too, what is
+        recorded is left to ``serve``'s retry loop, and what is not to its check at start."""
+        keys = list(dict.fromkeys(write_keys))
+        self._putting_back = True
+        try:
+            with self.store.transaction():
+                self.store.mark_unpublished(keys)
+            self.retry_pending(keys)
+        except Exception as exc:  # (the write's own error is the one raised)
+            log.error("a write failed after its Redis step, and Redis could not be put back "
+                      "for %s (%s: %s): `serve` retries it, or run `republish --all`",
+                      ", ".join(keys), type(exc).__name__, exc)
+        finally:
+            self._putting_back = False
 
     @staticmethod
     def _same(a: Sequence[Instance], b: Sequence[Instance]) -> bool:
@@ -213,6 +255,7 @@ class Staging:
         replaced."""
         if self.publisher is None:
             return True, "no Redis configured"
+        self._touch(write_key)
         try:
             if force:
                 self.publisher.point(write_key, bundle)

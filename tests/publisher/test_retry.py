@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -482,6 +483,102 @@ def test_republish_and_writes_replace_a_version_redis_is_ahead_with(
     assert result.version == 2 and not result.pending
     assert served_version(redis_client, written.write_key) == 2
     assert "Redis served a version of acmeSiteWriteKey0001 above v2" in caplog.text
+
+
+class _FailingCommit:
+    """A store's connection whose next COMMIT fails, as on a full disk (the transaction is
+    still open: the store rolls it back)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.failures = conn, 1
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and self.failures:
+            self.failures -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+@contextlib.contextmanager
+def _next_commit_fails(service: Service) -> Iterator[None]:
+    real = service.store._conn
+    service.store._conn = _FailingCommit(real)  # type: ignore[assignment]
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            yield
+    finally:
+        service.store._conn = real
+
+
+def test_a_write_whose_commit_fails_is_not_served(service: Service,
+                                                  redis_client: redis.Redis) -> None:
+    """A write refused because its COMMIT failed after its Redis step is put back at once:
+    Redis serves SQLite's version again, and nothing is left pending. Before, Redis served
+    the refused version until the source's next write, `republish --all` or serve's restart."""
+    src = source(service, 0)
+    first = service.publish(src)
+    service.store.replace_instances(src.id, [])
+
+    with _next_commit_fails(service):
+        service.publish(src)
+
+    assert served_version(redis_client, src.write_key) == first.version == 1
+    assert service.store.current_bundle(src.id).version == 1  # type: ignore[union-attr]
+    assert not service.pending
+
+
+def test_a_deletion_whose_commit_fails_is_still_served(service: Service,
+                                                       redis_client: redis.Redis) -> None:
+    """A source whose deletion failed to commit is served again (it was deleted from Redis
+    inside the transaction): a refused deletion does not take a site's settings away."""
+    src = source(service, 0)
+    service.publish(src)
+
+    with _next_commit_fails(service):
+        service.delete_source(src)
+
+    assert service.store.get_source_by_write_key(src.write_key) is not None
+    assert served_version(redis_client, src.write_key) == 1
+    assert not service.pending
+
+
+def test_a_new_source_whose_commit_fails_is_not_served(service: Service,
+                                                       redis_client: redis.Redis) -> None:
+    """A source whose creation failed to commit is deleted from Redis again."""
+    service.store.create_workspace("acme", "Acme")
+
+    with _next_commit_fails(service):
+        service.create_source("acme", "shop", "web", write_key="acmeShopWriteKey0001")
+
+    assert service.store.get_source_by_write_key("acmeShopWriteKey0001") is None
+    assert redis_client.get(keyspace.current_key("acmeShopWriteKey0001")) is None
+
+
+def test_what_cannot_be_put_back_is_left_pending(service: Service,
+                                                 redis_client: redis.Redis) -> None:
+    """When Redis fails as the failed write is put back, the source is recorded pending: the
+    retry loop puts it back later. The write's own error is the one raised."""
+    assert service.publisher is not None
+    src = source(service, 0)
+    service.publish(src)
+    service.store.replace_instances(src.id, [])
+
+    def refused(write_key: str, bundle: Any) -> None:
+        raise redis.ConnectionError("refused")
+
+    good_point = service.publisher.point
+    service.publisher.point = refused  # type: ignore[method-assign]
+    with _next_commit_fails(service):
+        service.publish(src)
+    ahead, pending = served_version(redis_client, src.write_key), service.pending
+    service.publisher.point = good_point  # type: ignore[method-assign]
+    retried = service.retry_pending()
+
+    assert ahead == 2 and pending == {src.write_key}
+    assert retried == (1, 0) and served_version(redis_client, src.write_key) == 1
 
 
 def test_a_new_source_is_published_before_another_process_sees_it(
