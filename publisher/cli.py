@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import redis
 
+from edge.redis_url import masked_url
 from publisher.catalog import default_catalog
 from publisher.compile import CompileOptions
 from publisher.errors import PublisherError
@@ -242,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"settings-cdn-publisher: {exc.message} [{exc.code}]", file=sys.stderr)
         return 2 if 400 <= exc.http_status < 500 else 1
     except redis.RedisError as exc:
-        print(f"settings-cdn-publisher: Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(f"settings-cdn-publisher: Redis at {masked_url(settings.redis_url)}: {exc}",
+              file=sys.stderr)
         return 1
     finally:
         svc.store.close()
