@@ -30,7 +30,12 @@ EPILOG = """\
 SOURCE is WORKSPACE/SOURCE (slugs) or a write key.
 
 settings (environment variables; --db and --redis-url override the first two):
-""" + settings_table()
+""" + settings_table() + """
+
+The edge's EDGE_* settings (settings-cdn-edge --help) are read too: visible_everywhere_by is
+published_at + the edge's worst-case propagation time. Give the publisher the edge's values; a
+bad one stops it as it stops the edge (exit 2); the budget is the edge's to check.
+"""
 
 
 def propagation_seconds() -> int | None:
