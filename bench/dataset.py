@@ -1,4 +1,4 @@
-"""The bench data set: N web sources with realistic settings documents (2–8 KB of JSON).
+"""The bench data set: N web sources with realistic settings documents (~1.4–8.6 KB of JSON).
 
 Each source connects a random handful of catalog destinations — device-mode ones with their
 required settings filled in, plus a few cloud-mode ones — chosen by a seeded RNG, so the same
@@ -57,7 +57,9 @@ class SourceSpec:
 
 
 class SourceFactory:
-    """Builds source ``i`` with its instances; sizes land between MIN_JSON and MAX_JSON."""
+    """Builds source ``i`` with its instances for a JSON size drawn between MIN_JSON and
+    MAX_JSON; the size is estimated from the catalog, so a bundle lands near the drawn size
+    and the set leaves that range a little (100,000 sources: 1,448–8,588 B, bench/results)."""
 
     def __init__(self, catalog: Catalog | None = None) -> None:
         self.catalog = catalog or default_catalog()

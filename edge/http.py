@@ -5,11 +5,11 @@ header sets of 200 / 304 / 404 / 503 / preflight, and the write-key syntax check
 lists are ASGI-style ``list[tuple[bytes, bytes]]`` so the app can build them once per bundle
 and send them as they are.
 
-``Surrogate-Key: <writeKey>`` tags every bundle response so a CDN in front (Fastly's
-surrogate keys; Varnish/nginx with a purge module keyed on the same header) can drop one
-source's cached answers: a purge hook subscribed to the publish channel (``sc:published``,
-``"<writeKey> <version>"``) calls the CDN's purge-by-key API with the write key, which removes
-that source's shared-cache term from the propagation bound.
+``Surrogate-Key: <writeKey>`` tags every 200 of a bundle (a 304 keeps only ``NOT_MODIFIED_KEEP``)
+so a CDN in front (Fastly's surrogate keys; Varnish/nginx with a purge module keyed on the same
+header) can drop one source's cached answers: a purge hook subscribed to the publish channel
+(``sc:published``, ``"<writeKey> <version>"``) calls the CDN's purge-by-key API with the write
+key, which removes that source's shared-cache term from the propagation bound.
 """
 
 from __future__ import annotations

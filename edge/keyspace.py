@@ -39,7 +39,7 @@ F_REVISION = "revision"
 F_VERSION = "version"
 FIELDS = (F_JSON, F_GZIP, F_ETAG, F_PUBLISHED_AT, F_REVISION, F_VERSION)
 # What the edge reads of a version (``Stored``): not the JSON, which it derives from the gzip
-# bytes for the few clients that want it uncompressed (edge/cache.py, ``Entry.identity``).
+# bytes for the few clients that want it uncompressed (edge/entry.py, ``Entry.identity``).
 EDGE_FIELDS = (F_GZIP, F_ETAG, F_PUBLISHED_AT, F_VERSION)
 
 

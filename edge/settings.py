@@ -153,15 +153,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("EDGE_REDIS_CONNECT_TIMEOUT", "redis_connect_timeout", float,
            "a number of seconds", _above(0), "Timeout to open a Redis connection."),
     Option("EDGE_REDIS_MAX_CONNECTIONS", "redis_max_connections", int, "an integer",
-           _at_least(1), "Redis connection pool size per worker."),
+           _at_least(1), "redis-py connection pool size per worker: the instant-mode "
+           "subscription and, for a rediss:// URL, every read (redis:// and unix:// reads share "
+           "one pipelined connection, edge/pipe.py)."),
     Option("EDGE_REDIS_RETRY_INTERVAL", "redis_retry_interval", float, "a number of seconds",
            _at_least(0), "After a Redis error, serve from memory without asking Redis for "
-           "this long (after one source's malformed data, for that source alone)."),
+           "this long (after one source's malformed data, for that source alone); also the "
+           "wait before the instant-mode subscription reconnects (at least 0.05 s)."),
     Option("EDGE_REFRESH_INTERVAL", "refresh_interval", float, "a number of seconds",
            _above(0), "Age after which a cached bundle is re-checked against the Redis "
            "pointer (the edge's propagation term)."),
     Option("EDGE_CACHE_MAX_ENTRIES", "cache_max_entries", int, "an integer", _at_least(1),
-           "Bundles held in memory (least recently used are dropped)."),
+           "Bundles held in memory; above it the least recently verified against Redis "
+           "are dropped (a hit does not reorder them: a requested bundle is re-verified every "
+           "EDGE_REFRESH_INTERVAL)."),
     Option("EDGE_NEGATIVE_TTL", "negative_ttl", float, "a number of seconds", _at_least(0),
            "How long an unknown write key is remembered as unknown (0 disables)."),
     Option("EDGE_NEGATIVE_MAX_ENTRIES", "negative_max_entries", int, "an integer",

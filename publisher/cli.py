@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import redis
 
+from edge.redis_url import masked_url
 from publisher.catalog import default_catalog
 from publisher.compile import CompileOptions
 from publisher.errors import PublisherError
@@ -29,7 +30,12 @@ EPILOG = """\
 SOURCE is WORKSPACE/SOURCE (slugs) or a write key.
 
 settings (environment variables; --db and --redis-url override the first two):
-""" + settings_table()
+""" + settings_table() + """
+
+The edge's EDGE_* settings (settings-cdn-edge --help) are read too: visible_everywhere_by is
+published_at + the edge's worst-case propagation time. Give the publisher the edge's values; a
+bad one stops it as it stops the edge (exit 2); the budget is the edge's to check.
+"""
 
 
 def propagation_seconds() -> int | None:
@@ -242,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"settings-cdn-publisher: {exc.message} [{exc.code}]", file=sys.stderr)
         return 2 if 400 <= exc.http_status < 500 else 1
     except redis.RedisError as exc:
-        print(f"settings-cdn-publisher: Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(f"settings-cdn-publisher: Redis at {masked_url(settings.redis_url)}: {exc}",
+              file=sys.stderr)
         return 1
     finally:
         svc.store.close()

@@ -12,7 +12,8 @@
     ├── RequestTimeout              408 / 4   the body did not arrive within the time allowed
     ├── PayloadTooLarge             413 / 3   body or file over the size limit
     ├── RateLimited                 429 / 8
-    ├── Busy                        503 / 14  another process held the database's write lock
+    ├── Busy                        503 / 14  other writes (this process's or another's) held
+    │                                         the write lock for store.BUSY_TIMEOUT_MS (15 s)
     └── CompileError                500 / 13  stored data breaks an invariant: refuse to publish
 
 Every error carries ``code`` — a stable, machine-readable string such as

@@ -101,7 +101,8 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
      "Config API requests per minute per token (429 above)"),
     ("retry_interval", "PUBLISHER_RETRY_INTERVAL", "10", _seconds,
      "`serve`: seconds between attempts to publish what a Redis failure left pending "
-     "(0: never; `republish --all` still does)"),
+     "(0: never, and no comparison with Redis at start or after a Redis restart either; "
+     "`republish --all` still does)"),
 )
 
 

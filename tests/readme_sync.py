@@ -65,7 +65,8 @@ def propagation() -> str:
         "RFC 9111 §4.2.3) the terms no longer add up and the bound is their maximum.",
         f"`stale-if-error` ({life['stale_if_error']} s) is outside the bound: it applies only "
         "while",
-        "an origin fails. Responses carry `Surrogate-Key: <writeKey>`, so a CDN that supports",
+        "an origin fails. A bundle's 200 carries `Surrogate-Key: <writeKey>` (a 304 or 404",
+        "does not), so a CDN that supports",
         "surrogate keys can purge one source after a publish (e.g. a hook that calls the CDN's",
         "purge-by-key API with the write key from the `sc:published` message).",
     ])

@@ -356,6 +356,24 @@ def test_unusable_settings_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch,
     assert needle in err and "secret" not in err
 
 
+def test_redis_error_message_masks_the_password(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """A Redis error a command lets through exits 1 naming the Redis URL without its
+    password."""
+    def fail(*_: Any) -> int:
+        raise redis.ConnectionError("Connection refused")
+
+    monkeypatch.setenv("PUBLISHER_DB", str(tmp_path / "db.sqlite"))
+    monkeypatch.setattr("publisher.cli.cmd_sources", fail)
+
+    status = main(["--redis-url", "redis://user:secret@127.0.0.1:6399/0", "sources"])
+
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "redis://user:***@127.0.0.1:6399/0" in err and "secret" not in err
+
+
 def test_sources_of_an_empty_workspace_name_is_refused(env: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """'sources ""' names no workspace: it is an unknown one (exit 2), not every workspace."""
