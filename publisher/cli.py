@@ -90,8 +90,25 @@ def cmd_apply(svc: Service, args: argparse.Namespace, settings: PublisherSetting
 
 
 def cmd_publish(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
-    source = svc.resolve_source(args.source)
-    return _report(source.slug, svc.publish(source))
+    if args.all == bool(args.source):
+        print("publish needs a SOURCE or --all", file=sys.stderr)
+        return 2
+    if args.source:
+        source = svc.resolve_source(args.source)
+        return _report(source.slug, svc.publish(source))
+    count = new = failed = 0
+    for source, result in svc.publish_all():
+        count += 1
+        if result is None:
+            print(f"{source.write_key} ({source.slug}): rolled back, left as it is (`publish "
+                  f"{source.write_key}` publishes its configuration)", file=sys.stderr)
+        elif result.changed:
+            new += 1
+            if result.pending:
+                failed += 1
+                print(f"{source.write_key}: NOT PUBLISHED YET: {result.error}", file=sys.stderr)
+    print(f"compiled {count} sources: {new} new versions ({failed} not published yet)")
+    return 1 if failed else 0
 
 
 def cmd_republish(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
@@ -179,8 +196,11 @@ def parser() -> argparse.ArgumentParser:
 
     add("apply", cmd_apply, "apply a declarative workspace file (all-or-nothing, idempotent)"
         ).add_argument("file")
-    add("publish", cmd_publish, "compile a source; publish a new version if it changed"
-        ).add_argument("source")
+    pub = add("publish", cmd_publish, "compile a source; publish a new version if it changed")
+    pub.add_argument("source", nargs="?")
+    pub.add_argument("--all", action="store_true",
+                     help="every source (after a change of the catalog or PUBLISHER_API_HOST); "
+                          "one rolled back is left as it is")
     add("republish", cmd_republish, "rebuild Redis from SQLite for every source"
         ).add_argument("--all", action="store_true", help="every source (required)")
     rb = add("rollback", cmd_rollback, "serve an earlier kept version of a source again")

@@ -1,4 +1,5 @@
-"""Bringing Redis back in line with SQLite, the record of what every source should serve.
+"""Bringing Redis back in line with SQLite, the record of what every source should serve,
+and every source's bundle in line with its configuration (``publish_all``).
 
 Redis falls behind when a write's Redis step fails or Redis restarts empty, and runs ahead
 when a publisher stops after its Redis step but before its commit (``find_pending``,
@@ -18,8 +19,8 @@ import redis
 
 from publisher.errors import NotFound
 from publisher.model import Source
-from publisher.publish import PublishResult
-from publisher.staging import Staging
+from publisher.publish import Bundle, PublishResult
+from publisher.staging import Staging, _pending_error
 
 
 class Recovery(Staging):
@@ -64,6 +65,58 @@ class Recovery(Staging):
                         self.store.clear_unpublished(keys)
             for src, bundle, changed in staged:
                 yield self._result(src, bundle, changed, pending=pending, error=error)
+
+    def publish_all(self, *, batch: int = 200
+                    ) -> Iterator[tuple[Source, PublishResult | None]]:
+        """``publish`` for every source: compile each from its stored configuration again and
+        publish a new version where the bytes changed — what a change of the catalog data,
+        ``PUBLISHER_API_HOST`` or another compile setting needs to reach the bundles already
+        published. A source rolled back to an earlier version is left as it is (``None``):
+        its stored configuration is the one it was rolled back from (``publish SOURCE``
+        publishes it). ``batch`` sources to a write transaction, their new versions to Redis
+        in one round trip (forced, as SQLite is the truth inside it); unchanged sources are
+        not written (``republish --all`` restores Redis)."""
+        last = 0
+        while True:
+            out: list[tuple[Source, PublishResult | None]] = []
+            with self._writing():
+                chunk = self.store.current_bundles(last, batch)
+                if not chunk:
+                    return
+                last = chunk[-1][0].id
+                latest = self.store.latest_versions([src.id for src, _ in chunk])
+                instances = self.store.instances_of([src.id for src, _ in chunk])
+                new: list[tuple[Source, Bundle]] = []
+                for src, current in chunk:
+                    if current is not None and latest.get(src.id, 0) > current.version:
+                        out.append((src, None))  # rolled back
+                        continue
+                    bundle, changed = self._stage(src, instances[src.id])
+                    if changed:
+                        new.append((src, bundle))
+                    else:
+                        out.append((src, self._result(src, bundle, False)))
+                pending, error = self._write_all(new)
+            out += [(src, self._result(src, bundle, True, pending=pending, error=error))
+                    for src, bundle in new]
+            yield from out
+
+    def _write_all(self, items: list[tuple[Source, Bundle]]) -> tuple[bool, str]:
+        """Force ``items`` into Redis in one round trip; ``(pending, error)`` for them all."""
+        keys = [src.write_key for src, _ in items]
+        if not items:
+            return False, ""
+        if self.publisher is None:
+            return True, "no Redis configured"
+        self._touch(*keys)
+        try:
+            self.publisher.write_many(((src.write_key, bundle) for src, bundle in items),
+                                      batch=len(items), force=True)
+        except redis.RedisError as exc:
+            self.store.mark_unpublished(keys)
+            return True, _pending_error(exc)
+        self.store.clear_unpublished(keys)
+        return False, ""
 
     def rollback(self, source: Source, version: int) -> PublishResult:
         """Serve an earlier kept version again (the configuration itself is unchanged).

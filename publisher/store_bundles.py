@@ -129,6 +129,13 @@ class BundlesMixin(StoreBase):
                          (id_list(source_ids),))
         return {r["source_id"] for r in rows}
 
+    def latest_versions(self, source_ids: Sequence[int]) -> dict[int, int]:
+        """The highest bundle version of each of ``source_ids`` that holds one."""
+        rows = self._all("SELECT source_id, MAX(version) AS v FROM bundles"
+                         " WHERE source_id IN (SELECT value FROM json_each(?))"
+                         " GROUP BY source_id", (id_list(source_ids),))
+        return {r["source_id"]: r["v"] for r in rows}
+
     def latest_bundle(self, source_id: int) -> Bundle | None:
         """The highest-numbered bundle; the next publish uses ``version + 1``."""
         row = self._one(

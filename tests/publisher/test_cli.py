@@ -130,6 +130,66 @@ def test_publish_of_unchanged_source_makes_no_version(env: Path,
     assert "v1 unchanged" in capsys.readouterr().out
 
 
+def test_publish_all_recompiles_every_source_after_a_compile_setting_changed(
+        env: Path, monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A new PUBLISHER_API_HOST reaches the published bundles with `publish --all`: every
+    source compiled again, a new version of each that changed; a source rolled back is left
+    on the version it serves, and said so; a second run changes nothing."""
+    main(["apply", str(EXAMPLE)])
+    with_braze = redis_client.hget(keyspace.version_key(WEB_KEY, 1), "json")
+    main(["apply", str(example(Path(env).parent, lambda doc: doc["sources"][0][
+        "destinations"][1].update(enabled=False)))])
+    assert main(["rollback", WEB_KEY, "1"]) == 0
+    monkeypatch.setenv("PUBLISHER_API_HOST", "events.example.com/v1")
+    capsys.readouterr()
+
+    status = main(["publish", "--all"])
+    out, err = capsys.readouterr()
+    again = main(["publish", "--all"])
+
+    assert status == 0 and again == 0
+    assert "compiled 3 sources: 2 new versions" in out
+    assert f"{WEB_KEY} (website): rolled back, left as it is" in err
+    for key in (SERVER_KEY, "acmeIosWriteKey00000002"):
+        version, _ = keyspace.decode_pointer(redis_client.get(keyspace.current_key(key)))
+        body = redis_client.hget(keyspace.version_key(key, version), "json")
+        assert version == 2 and body is not None and b"events.example.com/v1" in body
+    pointer = keyspace.decode_pointer(redis_client.get(keyspace.current_key(WEB_KEY)))
+    assert pointer[0] == 1
+    assert redis_client.hget(keyspace.version_key(WEB_KEY, 1), "json") == with_braze
+    assert "compiled 3 sources: 0 new versions" in capsys.readouterr().out
+
+
+def test_publish_all_with_redis_down_is_pending(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                redis_client: redis.Redis,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """`publish --all` with Redis unreachable commits the new versions, exits 1 naming them,
+    and leaves them pending for serve's retry or `republish --all`."""
+    main(["apply", str(EXAMPLE)])
+    good = redis_client.connection_pool.connection_kwargs
+    monkeypatch.setenv("PUBLISHER_API_HOST", "events.example.com/v1")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    capsys.readouterr()
+
+    assert main(["publish", "--all"]) == 1
+    out, err = capsys.readouterr()
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{good['port']}/0")
+    assert main(["republish", "--all"]) == 0
+
+    assert "3 new versions (3 not published yet)" in out
+    assert err.count("NOT PUBLISHED YET") == 3
+    assert keyspace.decode_pointer(redis_client.get(keyspace.current_key(WEB_KEY)))[0] == 2
+
+
+@pytest.mark.parametrize("argv", [["publish"], ["publish", "--all", WEB_KEY]])
+def test_publish_needs_a_source_or_all(env: Path, argv: list[str],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`publish` takes a SOURCE or --all, not neither nor both."""
+    assert main(argv) == 2
+    assert "publish needs a SOURCE or --all" in capsys.readouterr().err
+
+
 def test_show_and_diff(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`show` reports the version and visible-everywhere time; `diff` says nothing changed."""
     main(["apply", str(EXAMPLE)])
