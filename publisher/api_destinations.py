@@ -29,7 +29,10 @@ _ECHOED = ("name", "id", "slug", "catalog_name", "filter_count", "parent", "crea
 
 
 def _dest(request: Request, svc: Service, source: Source, inst: Any) -> dict[str, Any]:
-    return shapes.destination_dict(request.path_params["ws"], source.slug, inst, svc.catalog)
+    """A destination as the caller may see it: a read token gets the settings the catalog
+    marks secret masked (a write token, which may replace them, their values)."""
+    return shapes.destination_dict(request.path_params["ws"], source.slug, inst, svc.catalog,
+                                   mask_secrets=request.state.principal.scope != "write")
 
 
 async def list_destinations(request: Request) -> Response:

@@ -68,6 +68,7 @@ async def authorize(request: Request, *, write: bool = False) -> tuple[Service, 
         who.require_workspace(ws)
     if write:
         who.require_write()
+    request.state.principal = who  # (what the answer may show: publisher/api_destinations.py)
     return st.service, who
 
 

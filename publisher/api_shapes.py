@@ -62,13 +62,25 @@ def source_dict(ws: str, source: Source) -> dict[str, Any]:
             "write_keys": [source.write_key], "revision": source.revision}
 
 
-def destination_dict(ws: str, src: str, inst: Instance, catalog: Catalog) -> dict[str, Any]:
+MASK = "\u2022" * 8
+
+
+def masked(value: Any) -> str:
+    """A secret setting's value as a read token sees it: bullets, and the last four
+    characters of a string of 12 or more (as the Public API shows a secret: ``••••dada``)."""
+    return MASK + value[-4:] if isinstance(value, str) and len(value) >= 12 else MASK
+
+
+def destination_dict(ws: str, src: str, inst: Instance, catalog: Catalog, *,
+                     mask_secrets: bool = False) -> dict[str, Any]:
     name = destination_name(ws, src, inst.id)
     dest = catalog.find(inst.catalog_slug)
     specs = dest.settings if dest else {}
+    secret = dest.secret_settings if dest and mask_secrets else frozenset()
     config = [{"name": f"{name}/config/{key}",
                "display_name": specs[key].label if key in specs else key,
-               "value": value, "type": specs[key].type if key in specs else "mixed"}
+               "value": masked(value) if key in secret else value,
+               "type": specs[key].type if key in specs else "mixed"}
               for key, value in sorted(inst.settings.items())]
     return {"name": name, "parent": source_name(ws, src), "id": inst.id,
             "slug": inst.catalog_slug, "catalog_name": f"catalog/destinations/{inst.catalog_slug}",

@@ -5,7 +5,8 @@ A token is ``sct_`` followed by 43 URL-safe characters (256 random bits), shown 
 does not leak usable tokens; a request is authenticated by looking the hash of the presented
 token up (an exact-match index lookup, no secret-dependent string comparison in Python).
 
-Each token belongs to one workspace and has the scope ``read`` or ``write``. The API answers a
+Each token belongs to one workspace and has the scope ``read`` or ``write`` (a read token
+sees secret settings masked: publisher/api_destinations.py). The API answers a
 token asking for another workspace's resources exactly as it answers for a workspace that does
 not exist (404), so names do not leak.
 """

@@ -37,6 +37,37 @@ def add_amplitude(writer: Api, **extra: Any) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
+def test_a_read_token_sees_secret_settings_masked(writer: Api, reader: Api,
+                                                 site: dict[str, Any],
+                                                 redis_client: redis.Redis) -> None:
+    """Settings the catalog marks secret (Amplitude's secretKey) reach a read token masked,
+    the last four characters of a long one kept; a write token, which may replace them, and
+    the rest of the settings show their values. The bundle carries no secret either way."""
+    add_amplitude(writer, config=[{"name": "apiKey", "value": "amp-key"},
+                                  {"name": "secretKey", "value": "sk-live-0123456789"}])
+    writer.call("POST", SRC + "/destinations", {"destination": {
+        "slug": "mixpanel", "connection_mode": "CLOUD",
+        "config": [{"name": "apiKey", "value": "short"}]}})
+
+    def values(api: Api) -> dict[str, dict[str, Any]]:
+        status, body = api.call("GET", SRC + "/destinations")
+        assert status == 200, body
+        return {d["slug"]: {c["name"].rsplit("/", 1)[1]: c["value"] for c in d["config"]}
+                for d in body["destinations"]}
+
+    seen, full = values(reader), values(writer)
+    one = reader.call("GET", SRC + "/destinations/amplitude")[1]
+
+    assert seen["amplitude"] == {"apiKey": "amp-key", "secretKey": "\u2022" * 8 + "6789"}
+    assert seen["mixpanel"] == {"apiKey": "\u2022" * 8}
+    assert {c["name"].rsplit("/", 1)[1]: c["value"] for c in one["config"]} \
+        == seen["amplitude"]
+    assert full["amplitude"]["secretKey"] == "sk-live-0123456789"
+    assert full["mixpanel"]["apiKey"] == "short"
+    [write_key] = site["source"]["write_keys"]
+    assert b"sk-live" not in orjson.dumps(served(redis_client, write_key))
+
+
 def test_workspaces_show_only_the_tokens_own(reader: Api) -> None:
     """Listing workspaces shows the token's workspace only; getting it returns its name."""
     status, body = reader.call("GET", "/v1beta/workspaces")
