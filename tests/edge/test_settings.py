@@ -77,6 +77,14 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
                      id="log-level"),
         pytest.param({"EDGE_CACHE_MAX_ENTRIES": "0"}, "EDGE_CACHE_MAX_ENTRIES=0 is invalid",
                      id="cache-size"),
+        pytest.param({"EDGE_REDIS_TIMEOUT": "inf"},
+                     "EDGE_REDIS_TIMEOUT=inf is invalid: must be a finite number",
+                     id="infinite-timeout"),
+        pytest.param({"EDGE_REFRESH_INTERVAL": "1e309"},
+                     "EDGE_REFRESH_INTERVAL=inf is invalid: must be a finite number",
+                     id="infinite-refresh"),
+        pytest.param({"EDGE_NEGATIVE_TTL": "NaN"},
+                     "EDGE_NEGATIVE_TTL=nan is invalid: must be a finite number", id="nan-ttl"),
     ],
 )
 def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -> None:
