@@ -19,6 +19,12 @@ class SettingsError(ValueError):
     """A setting's value is unusable; the message names the variable and the value."""
 
 
+# The largest number any setting takes: a larger one fails only when used — a traceback at
+# start (a socket timeout of 1e30 s, a file read of 2**64 bytes) or every publish refused by
+# Redis (PUBLISHER_KEEP_VERSIONS beyond 64 bits) and reported as pending.
+MAXIMUM = 2**31 - 1
+
+
 def _int(name: str, raw: str, minimum: int) -> int:
     try:
         value = int(raw)
@@ -26,6 +32,8 @@ def _int(name: str, raw: str, minimum: int) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {raw!r}")
+    if value > MAXIMUM:
+        raise SettingsError(f"{name} must be <= {MAXIMUM}, got {raw!r}")
     return value
 
 
@@ -36,6 +44,8 @@ def _seconds(name: str, raw: str) -> float:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
     if not 0 <= value < float("inf"):
         raise SettingsError(f"{name} must be >= 0 seconds, got {raw!r}")
+    if value > MAXIMUM:
+        raise SettingsError(f"{name} must be <= {MAXIMUM} seconds, got {raw!r}")
     return value
 
 

@@ -380,6 +380,23 @@ def test_timeout_settings_take_positive_seconds(variable: str, raw: str, ok: boo
         PublisherSettings.from_env({variable: raw})
 
 
+@pytest.mark.parametrize("variable", ["PUBLISHER_REDIS_TIMEOUT", "PUBLISHER_KEEP_VERSIONS",
+                                      "PUBLISHER_MAX_FILE_BYTES"])
+@pytest.mark.parametrize("raw", ["99999999999999999999", "2147483648"])
+def test_numbers_above_the_maximum_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str], variable: str,
+                                          raw: str) -> None:
+    """A number above 2**31 - 1 stops the CLI with exit 2 naming the variable, before anything
+    is written (it was a traceback at the first socket or file read, or every publish refused
+    by Redis and reported as pending)."""
+    monkeypatch.setenv(variable, raw)
+
+    assert main(["apply", str(EXAMPLE)]) == 2
+
+    assert f"{variable} must be <= 2147483647" in capsys.readouterr().err
+    assert not env.exists()
+
+
 def test_redis_timeout_reaches_the_client(tmp_path: Path) -> None:
     """PUBLISHER_REDIS_TIMEOUT is the socket timeout of the publisher's Redis client (it was a
     fixed 5 s); connecting waits at most 2 s, or the timeout if shorter."""
