@@ -57,9 +57,10 @@ def _positive_seconds(name: str, raw: str) -> float:
 
 
 def _port(name: str, raw: str) -> int:
-    value = _int(name, raw, 0)
+    # not 0: uvicorn would bind a port the OS picks and, logging warnings only, never say which
+    value = _int(name, raw, 1)
     if value > 65535:
-        raise SettingsError(f"{name} must be a TCP port (0-65535), got {raw!r}")
+        raise SettingsError(f"{name} must be a TCP port (1-65535), got {raw!r}")
     return value
 
 

@@ -397,6 +397,15 @@ def test_numbers_above_the_maximum_exit_2(env: Path, monkeypatch: pytest.MonkeyP
     assert not env.exists()
 
 
+@pytest.mark.parametrize(("raw", "needle"), [("0", "PUBLISHER_PORT must be >= 1"),
+                                           ("65536", "PUBLISHER_PORT must be a TCP port")])
+def test_port_outside_1_to_65535_is_refused(raw: str, needle: str) -> None:
+    """PUBLISHER_PORT is a TCP port from 1: port 0 (which the OS would pick, and `serve`
+    would never say) is refused like any other port out of range."""
+    with pytest.raises(SettingsError, match=needle):
+        PublisherSettings.from_env({"PUBLISHER_PORT": raw})
+
+
 def test_redis_timeout_reaches_the_client(tmp_path: Path) -> None:
     """PUBLISHER_REDIS_TIMEOUT is the socket timeout of the publisher's Redis client (it was a
     fixed 5 s); connecting waits at most 2 s, or the timeout if shorter."""
