@@ -217,10 +217,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "workspace" and args.action == "create" and not args.slug:
         print("workspace create needs a SLUG", file=sys.stderr)
         return 2
-    env_overrides = {}
-    if args.db:
+    env_overrides = {}  # an empty --db or --redis-url is refused, not read as "not given"
+    if args.db is not None:
         env_overrides["PUBLISHER_DB"] = args.db
-    if args.redis_url:
+    if args.redis_url is not None:
         env_overrides["REDIS_URL"] = args.redis_url
     try:
         import os

@@ -356,6 +356,20 @@ def test_unusable_settings_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch,
     assert needle in err and "secret" not in err
 
 
+@pytest.mark.parametrize(("option", "needle"), [
+    pytest.param("--db", "PUBLISHER_DB must not be empty", id="db"),
+    pytest.param("--redis-url", "REDIS_URL must start with redis://", id="redis-url"),
+])
+def test_empty_option_is_refused_not_ignored(env: Path, capsys: pytest.CaptureFixture[str],
+                                             option: str, needle: str) -> None:
+    """An empty --db or --redis-url exits 2 naming the setting; it does not fall back to the
+    environment as if the option were not given."""
+    assert main([option, "", "apply", str(EXAMPLE)]) == 2
+
+    assert needle in capsys.readouterr().err
+    assert not env.exists()
+
+
 def test_sources_of_an_empty_workspace_name_is_refused(env: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """'sources ""' names no workspace: it is an unknown one (exit 2), not every workspace."""
