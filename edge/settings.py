@@ -91,8 +91,8 @@ def _bool(raw: str) -> bool:
 
 def _at_least(minimum: float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if _not_finite(value):
-            return "must be a finite number"
+        if _not_finite(value) or value > MAXIMUM:
+            return f"must be a number <= {MAXIMUM}"
         return None if value >= minimum else f"must be >= {minimum:g}"
 
     return check
@@ -100,11 +100,17 @@ def _at_least(minimum: float) -> Callable[[Any], str | None]:
 
 def _above(minimum: float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
-        if _not_finite(value):
-            return "must be a finite number"
+        if _not_finite(value) or value > MAXIMUM:
+            return f"must be a number <= {MAXIMUM}"
         return None if value > minimum else f"must be > {minimum:g}"
 
     return check
+
+
+# The largest number any setting takes (RFC 9111 §1.2.2: no sender generates delta-seconds
+# above 2**31). Larger ones were accepted and failed later: --check and /v1/propagation were a
+# traceback (orjson holds 64-bit integers), and the headers carried lifetimes caches cap.
+MAXIMUM = 2**31 - 1
 
 
 def _not_finite(value: Any) -> bool:

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.redis_url import masked_url, redis_url_problem
+from edge.settings import MAXIMUM
 
 
 class SettingsError(ValueError):
     """A setting's value is unusable; the message names the variable and the value."""
 
 
-# The largest number any setting takes: a larger one fails only when used — a traceback at
-# start (a socket timeout of 1e30 s, a file read of 2**64 bytes) or every publish refused by
-# Redis (PUBLISHER_KEEP_VERSIONS beyond 64 bits) and reported as pending.
-MAXIMUM = 2**31 - 1
+# MAXIMUM, the edge's largest number, is the publisher's too: a larger one failed only when used
+# — a traceback at start (a socket timeout of 1e30 s, a file read of 2**64 bytes) or every
+# publish refused by Redis (PUBLISHER_KEEP_VERSIONS beyond 64 bits) and reported as pending.
 
 
 def _int(name: str, raw: str, minimum: int) -> int:
