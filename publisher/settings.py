@@ -74,6 +74,14 @@ def _nonempty(name: str, raw: str) -> str:
     return raw.strip()
 
 
+def _db_path(name: str, raw: str) -> str:
+    path = _nonempty(name, raw)
+    if path == ":memory:":  # SQLite's name for a database that dies with the connection
+        raise SettingsError(f"{name} must name a file, got {raw!r}: an in-memory database "
+                            "loses every change when the command exits")
+    return path
+
+
 def _redis_url(name: str, raw: str) -> str:
     problem = redis_url_problem(raw)
     if problem is not None:
@@ -83,7 +91,7 @@ def _redis_url(name: str, raw: str) -> str:
 
 # (field, variable, default, parser, description)
 SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
-    ("db_path", "PUBLISHER_DB", "settings-cdn.db", _nonempty,
+    ("db_path", "PUBLISHER_DB", "settings-cdn.db", _db_path,
      "SQLite database file: the source of truth (WAL mode)"),
     ("redis_url", "REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url,
      "Redis the bundles are published to"),

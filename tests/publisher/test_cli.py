@@ -330,6 +330,8 @@ def test_hostile_arguments_exit_2(env: Path, capsys: pytest.CaptureFixture[str],
 @pytest.mark.parametrize(("variable", "value", "needle"), [
     pytest.param("PUBLISHER_DB", "/nonexistent/dir/x.db", "cannot open the configuration "
                  "database", id="db-in-a-missing-directory"),
+    pytest.param("PUBLISHER_DB", ":memory:", "PUBLISHER_DB must name a file, got ':memory:'",
+                 id="db-in-memory"),
     pytest.param("REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL names database 'abc'",
                  id="redis-database-not-a-number"),
     pytest.param("REDIS_URL", "redis://:secret@127.0.0.1:port/1", "REDIS_URL has no valid port",
@@ -346,8 +348,9 @@ def test_hostile_arguments_exit_2(env: Path, capsys: pytest.CaptureFixture[str],
 def test_unusable_settings_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str], variable: str, value: str,
                                   needle: str) -> None:
-    """A database that cannot be opened, or a Redis URL redis-py would read as another one,
-    stops the CLI with exit 2 naming it; a password in the URL is not printed."""
+    """A database that cannot be opened or would not keep what is written, or a Redis URL
+    redis-py would read as another one, stops the CLI with exit 2 naming it; a password in the
+    URL is not printed."""
     monkeypatch.setenv(variable, value)
 
     assert main(["sources"]) == 2
