@@ -64,7 +64,9 @@ def _port(name: str, raw: str) -> int:
     return value
 
 
-def _str(name: str, raw: str) -> str:
+def _secret(name: str, raw: str) -> str:
+    if raw and not raw.strip():  # a stray space would enable the webhook with a guessable key
+        raise SettingsError(f"{name} is only whitespace; leave it empty to disable the webhook")
     return raw
 
 
@@ -112,7 +114,7 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
      "largest Config API / webhook request body (413 above)"),
     ("body_timeout", "PUBLISHER_BODY_TIMEOUT", "30", _positive_seconds,
      "seconds a client may take to send a Config API / webhook request body (408 after)"),
-    ("webhook_secret", "PUBLISHER_WEBHOOK_SECRET", "", _str,
+    ("webhook_secret", "PUBLISHER_WEBHOOK_SECRET", "", _secret,
      "HMAC-SHA256 secret of `POST /hooks/config-changed` (empty: the webhook is disabled)"),
     ("webhook_tolerance", "PUBLISHER_WEBHOOK_TOLERANCE", "300", lambda n, r: _int(n, r, 1),
      "seconds a webhook timestamp may differ from the publisher's clock"),

@@ -423,6 +423,19 @@ def test_port_outside_1_to_65535_is_refused(raw: str, needle: str) -> None:
         PublisherSettings.from_env({"PUBLISHER_PORT": raw})
 
 
+@pytest.mark.parametrize(("raw", "secret"), [("", ""), ("s3cret", "s3cret"), (" ", None),
+                                           ("\t\n", None)])
+def test_webhook_secret_of_whitespace_is_refused(raw: str, secret: str | None) -> None:
+    """An empty PUBLISHER_WEBHOOK_SECRET disables the webhook; one of whitespace only, which
+    would enable it with a key anyone can guess, stops the start naming the variable."""
+    env = {"PUBLISHER_WEBHOOK_SECRET": raw}
+    if secret is not None:
+        assert PublisherSettings.from_env(env).webhook_secret == secret
+        return
+    with pytest.raises(SettingsError, match="PUBLISHER_WEBHOOK_SECRET is only whitespace"):
+        PublisherSettings.from_env(env)
+
+
 def test_redis_timeout_reaches_the_client(tmp_path: Path) -> None:
     """PUBLISHER_REDIS_TIMEOUT is the socket timeout of the publisher's Redis client (it was a
     fixed 5 s); connecting waits at most 2 s, or the timeout if shorter."""
