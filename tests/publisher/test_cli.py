@@ -327,6 +327,24 @@ def test_hostile_arguments_exit_2(env: Path, capsys: pytest.CaptureFixture[str],
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "needle"), [
+    pytest.param(["republish"], "republish needs --all", id="republish-without-all"),
+    pytest.param(["workspace", "create"], "workspace create needs a SLUG", id="create-no-slug"),
+    pytest.param(["workspace", "list", "acme"], "workspace list takes no SLUG",
+                 id="list-with-slug"),
+    pytest.param(["workspace", "list", "--name", "Acme"], "workspace list takes no SLUG or "
+                 "--name", id="list-with-name"),
+])
+def test_arguments_an_action_does_not_take_exit_2(env: Path, capsys: pytest.CaptureFixture[str],
+                                                  argv: list[str], needle: str) -> None:
+    """A missing or extra argument argparse cannot see exits 2 naming it, before the database
+    file is created."""
+    assert main(argv) == 2
+
+    assert needle in capsys.readouterr().err
+    assert not env.exists()
+
+
 @pytest.mark.parametrize(("variable", "value", "needle"), [
     pytest.param("PUBLISHER_DB", "/nonexistent/dir/x.db", "cannot open the configuration "
                  "database", id="db-in-a-missing-directory"),
