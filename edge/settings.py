@@ -8,6 +8,7 @@ and the value, so the edge stops at start instead of misbehaving later.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -90,6 +91,8 @@ def _bool(raw: str) -> bool:
 
 def _at_least(minimum: float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
+        if _not_finite(value) or value > MAXIMUM:
+            return f"must be a number <= {MAXIMUM}"
         return None if value >= minimum else f"must be >= {minimum:g}"
 
     return check
@@ -97,9 +100,23 @@ def _at_least(minimum: float) -> Callable[[Any], str | None]:
 
 def _above(minimum: float) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
+        if _not_finite(value) or value > MAXIMUM:
+            return f"must be a number <= {MAXIMUM}"
         return None if value > minimum else f"must be > {minimum:g}"
 
     return check
+
+
+# The largest number any setting takes (RFC 9111 §1.2.2: no sender generates delta-seconds
+# above 2**31). Larger ones were accepted and failed later: --check and /v1/propagation were a
+# traceback (orjson holds 64-bit integers), and the headers carried lifetimes caches cap.
+MAXIMUM = 2**31 - 1
+
+
+def _not_finite(value: Any) -> bool:
+    # float() reads "inf" and "nan": an infinite timeout waits forever for a hung Redis
+    # (requests and shutdown hang), an infinite lifetime has no worst case to compare.
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _port(value: Any) -> str | None:

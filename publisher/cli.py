@@ -90,9 +90,6 @@ def cmd_apply(svc: Service, args: argparse.Namespace, settings: PublisherSetting
 
 
 def cmd_publish(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
-    if args.all == bool(args.source):
-        print("publish needs a SOURCE or --all", file=sys.stderr)
-        return 2
     if args.source:
         source = svc.resolve_source(args.source)
         return _report(source.slug, svc.publish(source))
@@ -112,9 +109,6 @@ def cmd_publish(svc: Service, args: argparse.Namespace, _: PublisherSettings) ->
 
 
 def cmd_republish(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
-    if not args.all:
-        print("republish needs --all (to publish one source: `publish SOURCE`)", file=sys.stderr)
-        return 2
     count = failed = 0
     for result in svc.republish_all():
         count += 1
@@ -231,6 +225,20 @@ def _version(text: str) -> int:
     return int(text)
 
 
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """What argparse cannot say: arguments that one action needs and another does not take."""
+    if args.command == "republish" and not args.all:
+        return "republish needs --all (to publish one source: `publish SOURCE`)"
+    if args.command == "publish" and args.all == bool(args.source):
+        return "publish needs a SOURCE or --all"
+    if args.command == "workspace" and args.action == "create" and not args.slug:
+        return "workspace create needs a SLUG"
+    if args.command == "workspace" and args.action == "list" and (args.slug is not None
+                                                                  or args.name is not None):
+        return "workspace list takes no SLUG or --name"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for arg in sys.argv[1:] if argv is None else argv:
         try:
@@ -240,13 +248,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "valid UTF-8", file=sys.stderr)
             return 2
     args = parser().parse_args(argv)
-    if args.command == "workspace" and args.action == "create" and not args.slug:
-        print("workspace create needs a SLUG", file=sys.stderr)
+    problem = _usage_problem(args)
+    if problem:  # before the database is opened: bad input creates no file either
+        print(f"settings-cdn-publisher: {problem}", file=sys.stderr)
         return 2
-    env_overrides = {}
-    if args.db:
+    env_overrides = {}  # an empty --db or --redis-url is refused, not read as "not given"
+    if args.db is not None:
         env_overrides["PUBLISHER_DB"] = args.db
-    if args.redis_url:
+    if args.redis_url is not None:
         env_overrides["REDIS_URL"] = args.redis_url
     try:
         import os

@@ -13,10 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.redis_url import masked_url, redis_url_problem
+from edge.settings import MAXIMUM
 
 
 class SettingsError(ValueError):
     """A setting's value is unusable; the message names the variable and the value."""
+
+
+# MAXIMUM, the edge's largest number, is the publisher's too: a larger one failed only when used
+# — a traceback at start (a socket timeout of 1e30 s, a file read of 2**64 bytes) or every
+# publish refused by Redis (PUBLISHER_KEEP_VERSIONS beyond 64 bits) and reported as pending.
 
 
 def _int(name: str, raw: str, minimum: int) -> int:
@@ -26,6 +32,8 @@ def _int(name: str, raw: str, minimum: int) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
         raise SettingsError(f"{name} must be >= {minimum}, got {raw!r}")
+    if value > MAXIMUM:
+        raise SettingsError(f"{name} must be <= {MAXIMUM}, got {raw!r}")
     return value
 
 
@@ -36,6 +44,8 @@ def _seconds(name: str, raw: str) -> float:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
     if not 0 <= value < float("inf"):
         raise SettingsError(f"{name} must be >= 0 seconds, got {raw!r}")
+    if value > MAXIMUM:
+        raise SettingsError(f"{name} must be <= {MAXIMUM} seconds, got {raw!r}")
     return value
 
 
@@ -47,13 +57,16 @@ def _positive_seconds(name: str, raw: str) -> float:
 
 
 def _port(name: str, raw: str) -> int:
-    value = _int(name, raw, 0)
+    # not 0: uvicorn would bind a port the OS picks and, logging warnings only, never say which
+    value = _int(name, raw, 1)
     if value > 65535:
-        raise SettingsError(f"{name} must be a TCP port (0-65535), got {raw!r}")
+        raise SettingsError(f"{name} must be a TCP port (1-65535), got {raw!r}")
     return value
 
 
-def _str(name: str, raw: str) -> str:
+def _secret(name: str, raw: str) -> str:
+    if raw and not raw.strip():  # a stray space would enable the webhook with a guessable key
+        raise SettingsError(f"{name} is only whitespace; leave it empty to disable the webhook")
     return raw
 
 
@@ -61,6 +74,14 @@ def _nonempty(name: str, raw: str) -> str:
     if not raw.strip():
         raise SettingsError(f"{name} must not be empty")
     return raw.strip()
+
+
+def _db_path(name: str, raw: str) -> str:
+    path = _nonempty(name, raw)
+    if path == ":memory:":  # SQLite's name for a database that dies with the connection
+        raise SettingsError(f"{name} must name a file, got {raw!r}: an in-memory database "
+                            "loses every change when the command exits")
+    return path
 
 
 def _redis_url(name: str, raw: str) -> str:
@@ -72,7 +93,7 @@ def _redis_url(name: str, raw: str) -> str:
 
 # (field, variable, default, parser, description)
 SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
-    ("db_path", "PUBLISHER_DB", "settings-cdn.db", _nonempty,
+    ("db_path", "PUBLISHER_DB", "settings-cdn.db", _db_path,
      "SQLite database file: the source of truth (WAL mode)"),
     ("redis_url", "REDIS_URL", "redis://127.0.0.1:6379/0", _redis_url,
      "Redis the bundles are published to"),
@@ -93,7 +114,7 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
      "largest Config API / webhook request body (413 above)"),
     ("body_timeout", "PUBLISHER_BODY_TIMEOUT", "30", _positive_seconds,
      "seconds a client may take to send a Config API / webhook request body (408 after)"),
-    ("webhook_secret", "PUBLISHER_WEBHOOK_SECRET", "", _str,
+    ("webhook_secret", "PUBLISHER_WEBHOOK_SECRET", "", _secret,
      "HMAC-SHA256 secret of `POST /hooks/config-changed` (empty: the webhook is disabled)"),
     ("webhook_tolerance", "PUBLISHER_WEBHOOK_TOLERANCE", "300", lambda n, r: _int(n, r, 1),
      "seconds a webhook timestamp may differ from the publisher's clock"),

@@ -46,6 +46,9 @@ def test_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
         pytest.param({"EDGE_S_MAXAGE": "4000"},
                      "above EDGE_PROPAGATION_BUDGET=1800; lower EDGE_REFRESH_INTERVAL=30, "
                      "EDGE_S_MAXAGE=4000", id="over-budget"),
+        pytest.param({"EDGE_REFRESH_INTERVAL": "inf"},
+                     "EDGE_REFRESH_INTERVAL=inf is invalid: must be a number <= 2147483647",
+                     id="infinite-lifetime"),
     ],
 )
 def test_bad_settings_exit_2(

@@ -77,6 +77,24 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
                      id="log-level"),
         pytest.param({"EDGE_CACHE_MAX_ENTRIES": "0"}, "EDGE_CACHE_MAX_ENTRIES=0 is invalid",
                      id="cache-size"),
+        pytest.param({"EDGE_REDIS_TIMEOUT": "inf"},
+                     "EDGE_REDIS_TIMEOUT=inf is invalid: must be a number <= 2147483647",
+                     id="infinite-timeout"),
+        pytest.param({"EDGE_REFRESH_INTERVAL": "1e309"},
+                     "EDGE_REFRESH_INTERVAL=inf is invalid: must be a number <= 2147483647",
+                     id="infinite-refresh"),
+        pytest.param({"EDGE_NEGATIVE_TTL": "NaN"},
+                     "EDGE_NEGATIVE_TTL=nan is invalid: must be a number <= 2147483647",
+                     id="nan-ttl"),
+        pytest.param({"EDGE_STALE_IF_ERROR": "99999999999999999999"},
+                     "EDGE_STALE_IF_ERROR=99999999999999999999 is invalid: must be a number <= "
+                     "2147483647", id="huge-lifetime"),
+        pytest.param({"EDGE_PROPAGATION_BUDGET": "99999999999999999999"},
+                     "EDGE_PROPAGATION_BUDGET=99999999999999999999 is invalid: must be a number "
+                     "<= 2147483647", id="huge-budget"),
+        pytest.param({"EDGE_REDIS_RETRY_INTERVAL": "1e30"},
+                     "EDGE_REDIS_RETRY_INTERVAL=1e+30 is invalid: must be a number <= 2147483647",
+                     id="huge-seconds"),
     ],
 )
 def test_bad_values_name_variable_and_value(env: dict[str, str], message: str) -> None:

@@ -185,9 +185,11 @@ def test_publish_all_with_redis_down_is_pending(env: Path, monkeypatch: pytest.M
 @pytest.mark.parametrize("argv", [["publish"], ["publish", "--all", WEB_KEY]])
 def test_publish_needs_a_source_or_all(env: Path, argv: list[str],
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """`publish` takes a SOURCE or --all, not neither nor both."""
+    """`publish` takes a SOURCE or --all, not neither nor both (checked before the database
+    is opened: no file is left behind)."""
     assert main(argv) == 2
     assert "publish needs a SOURCE or --all" in capsys.readouterr().err
+    assert not env.exists()
 
 
 def test_show_and_diff(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -387,9 +389,29 @@ def test_hostile_arguments_exit_2(env: Path, capsys: pytest.CaptureFixture[str],
     assert needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "needle"), [
+    pytest.param(["republish"], "republish needs --all", id="republish-without-all"),
+    pytest.param(["workspace", "create"], "workspace create needs a SLUG", id="create-no-slug"),
+    pytest.param(["workspace", "list", "acme"], "workspace list takes no SLUG",
+                 id="list-with-slug"),
+    pytest.param(["workspace", "list", "--name", "Acme"], "workspace list takes no SLUG or "
+                 "--name", id="list-with-name"),
+])
+def test_arguments_an_action_does_not_take_exit_2(env: Path, capsys: pytest.CaptureFixture[str],
+                                                  argv: list[str], needle: str) -> None:
+    """A missing or extra argument argparse cannot see exits 2 naming it, before the database
+    file is created."""
+    assert main(argv) == 2
+
+    assert needle in capsys.readouterr().err
+    assert not env.exists()
+
+
 @pytest.mark.parametrize(("variable", "value", "needle"), [
     pytest.param("PUBLISHER_DB", "/nonexistent/dir/x.db", "cannot open the configuration "
                  "database", id="db-in-a-missing-directory"),
+    pytest.param("PUBLISHER_DB", ":memory:", "PUBLISHER_DB must name a file, got ':memory:'",
+                 id="db-in-memory"),
     pytest.param("REDIS_URL", "redis://127.0.0.1:6379/abc", "REDIS_URL names database 'abc'",
                  id="redis-database-not-a-number"),
     pytest.param("REDIS_URL", "redis://:secret@127.0.0.1:port/1", "REDIS_URL has no valid port",
@@ -406,8 +428,9 @@ def test_hostile_arguments_exit_2(env: Path, capsys: pytest.CaptureFixture[str],
 def test_unusable_settings_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str], variable: str, value: str,
                                   needle: str) -> None:
-    """A database that cannot be opened, or a Redis URL redis-py would read as another one,
-    stops the CLI with exit 2 naming it; a password in the URL is not printed."""
+    """A database that cannot be opened or would not keep what is written, or a Redis URL
+    redis-py would read as another one, stops the CLI with exit 2 naming it; a password in the
+    URL is not printed."""
     monkeypatch.setenv(variable, value)
 
     assert main(["sources"]) == 2
@@ -434,6 +457,20 @@ def test_redis_error_message_masks_the_password(tmp_path: Path,
     assert "redis://user:***@127.0.0.1:6399/0" in err and "secret" not in err
 
 
+@pytest.mark.parametrize(("option", "needle"), [
+    pytest.param("--db", "PUBLISHER_DB must not be empty", id="db"),
+    pytest.param("--redis-url", "REDIS_URL must start with redis://", id="redis-url"),
+])
+def test_empty_option_is_refused_not_ignored(env: Path, capsys: pytest.CaptureFixture[str],
+                                             option: str, needle: str) -> None:
+    """An empty --db or --redis-url exits 2 naming the setting; it does not fall back to the
+    environment as if the option were not given."""
+    assert main([option, "", "apply", str(EXAMPLE)]) == 2
+
+    assert needle in capsys.readouterr().err
+    assert not env.exists()
+
+
 def test_sources_of_an_empty_workspace_name_is_refused(env: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """'sources ""' names no workspace: it is an unknown one (exit 2), not every workspace."""
@@ -456,6 +493,45 @@ def test_timeout_settings_take_positive_seconds(variable: str, raw: str, ok: boo
         return
     with pytest.raises(SettingsError, match=variable):
         PublisherSettings.from_env({variable: raw})
+
+
+@pytest.mark.parametrize("variable", ["PUBLISHER_REDIS_TIMEOUT", "PUBLISHER_KEEP_VERSIONS",
+                                      "PUBLISHER_MAX_FILE_BYTES"])
+@pytest.mark.parametrize("raw", ["99999999999999999999", "2147483648"])
+def test_numbers_above_the_maximum_exit_2(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str], variable: str,
+                                          raw: str) -> None:
+    """A number above 2**31 - 1 stops the CLI with exit 2 naming the variable, before anything
+    is written (it was a traceback at the first socket or file read, or every publish refused
+    by Redis and reported as pending)."""
+    monkeypatch.setenv(variable, raw)
+
+    assert main(["apply", str(EXAMPLE)]) == 2
+
+    assert f"{variable} must be <= 2147483647" in capsys.readouterr().err
+    assert not env.exists()
+
+
+@pytest.mark.parametrize(("raw", "needle"), [("0", "PUBLISHER_PORT must be >= 1"),
+                                           ("65536", "PUBLISHER_PORT must be a TCP port")])
+def test_port_outside_1_to_65535_is_refused(raw: str, needle: str) -> None:
+    """PUBLISHER_PORT is a TCP port from 1: port 0 (which the OS would pick, and `serve`
+    would never say) is refused like any other port out of range."""
+    with pytest.raises(SettingsError, match=needle):
+        PublisherSettings.from_env({"PUBLISHER_PORT": raw})
+
+
+@pytest.mark.parametrize(("raw", "secret"), [("", ""), ("s3cret", "s3cret"), (" ", None),
+                                           ("\t\n", None)])
+def test_webhook_secret_of_whitespace_is_refused(raw: str, secret: str | None) -> None:
+    """An empty PUBLISHER_WEBHOOK_SECRET disables the webhook; one of whitespace only, which
+    would enable it with a key anyone can guess, stops the start naming the variable."""
+    env = {"PUBLISHER_WEBHOOK_SECRET": raw}
+    if secret is not None:
+        assert PublisherSettings.from_env(env).webhook_secret == secret
+        return
+    with pytest.raises(SettingsError, match="PUBLISHER_WEBHOOK_SECRET is only whitespace"):
+        PublisherSettings.from_env(env)
 
 
 def test_redis_timeout_reaches_the_client(tmp_path: Path) -> None:
