@@ -8,6 +8,7 @@ says what to fix — never half-applied, never a crash.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Sequence
 from typing import Any, TypeVar
 
@@ -15,6 +16,27 @@ from publisher.errors import InvalidArgument, shown, type_name
 
 MAX_INT = 2**63 - 1  # SQLite's INTEGER
 T = TypeVar("T")
+
+
+def check_unique_keys(data: bytes | str, what: str) -> None:
+    """Refuse a JSON text (already parsed by orjson, which keeps the last of a repeated key)
+    in which an object names one key twice: which value was meant cannot be told, and taking
+    one silently would apply what the writer may not have meant (RFC 8259 §4: "names SHOULD
+    be unique")."""
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise InvalidArgument(f"{what} names the key {shown(key)} twice in one object",
+                                      code="duplicate_key")
+            out[key] = value
+        return out
+
+    try:
+        json.loads(data, object_pairs_hook=pairs)
+    except RecursionError:  # (orjson read it; nothing valid nests this deep: refused anyway)
+        raise InvalidArgument(f"{what} nests arrays and objects too deeply",
+                              code="too_deep") from None
 
 
 class Obj:

@@ -22,6 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from publisher import api_shapes as shapes
+from publisher.api_fields import check_unique_keys
 from publisher.auth import Principal, RateLimiter, authenticate
 from publisher.errors import (
     InvalidArgument,
@@ -129,6 +130,7 @@ def parse_json(body: bytes) -> dict[str, Any]:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise InvalidArgument(f"request body is not valid JSON: {exc}", code="bad_json") from None
+    check_unique_keys(body, "request body")
     if not isinstance(data, dict):
         kind = {list: "an array", str: "a string", type(None): "null", bool: "a boolean"}.get(
             type(data), "a number")

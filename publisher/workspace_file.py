@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from publisher.api_fields import check_unique_keys
 from publisher.errors import InvalidArgument, PayloadTooLarge, type_name
 from publisher.model import SOURCE_TYPES
 from publisher.service import InstanceSpec, PublishResult, Service, check_slug, check_write_key
@@ -87,6 +88,7 @@ def parse(data: bytes) -> WorkspaceDecl:
     except orjson.JSONDecodeError as exc:
         raise InvalidArgument(f"workspace file is not valid JSON: {exc}",
                               code="malformed_json") from None
+    check_unique_keys(data, "workspace file")
     top = _obj(doc, "workspace file")
     _unknown(top, _TOP, "workspace file")
     ws = _obj(top.get("workspace"), "workspace")

@@ -271,6 +271,9 @@ def test_bad_workspace_file_is_refused_and_writes_nothing(
     pytest.param(b"\xff\xfe garbage", "not valid JSON", id="not-utf8"),
     pytest.param(b"[]", "workspace file must be an object", id="array"),
     pytest.param(b"{}", "workspace must be an object", id="no-workspace"),
+    pytest.param(b'{"workspace": {"slug": "acme", "slug": "other"}, "sources": []}',
+                 "workspace file names the key \"slug\" twice in one object",
+                 id="repeated-key"),
 ])
 def test_malformed_file_exits_2(env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                 content: bytes, needle: str) -> None:

@@ -252,6 +252,25 @@ def test_a_description_may_break_lines(writer: Api, fid: str) -> None:
     assert resp["filter"]["description"] == "first\r\n\tsecond"
 
 
+@pytest.mark.parametrize("raw", [
+    pytest.param(b'{"filter": {"title": "a", "title": "b"}, "update_mask": {"paths": '
+                 b'["filter.title"]}}', id="in-the-resource"),
+    pytest.param(b'{"filter": {"title": "a"}, "update_mask": {"paths": ["filter.title"]}, '
+                 b'"update_mask": {"paths": []}}', id="at-the-top"),
+])
+def test_a_key_named_twice_is_refused(writer: Api, fid: str, raw: bytes) -> None:
+    """A body whose object names one key twice is 400 duplicate_key naming it, not the last
+    value taken silently, and nothing changes."""
+    before = snapshot(writer)
+
+    status, resp = writer.call("PATCH", f"{FILTERS}/{fid}", content=raw,
+                               headers={"Content-Type": "application/json"})
+
+    assert_error(status, resp, 400, 3)
+    assert resp["reason"] == "duplicate_key" and "twice in one object" in resp["error"]
+    assert snapshot(writer) == before
+
+
 @pytest.mark.parametrize("page_size", ["²", "５", "0", "-1", "1.5", "x", "1001"])
 def test_bad_page_size(reader: Api, page_size: str) -> None:
     """A page_size that is not an ASCII whole number from 1 to the maximum is 400 naming it

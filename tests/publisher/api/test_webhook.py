@@ -233,6 +233,19 @@ def test_control_characters_in_a_title_are_refused(client: TestClient, service: 
     assert db(service) == before
 
 
+def test_a_key_named_twice_is_refused(client: TestClient, service: Service) -> None:
+    """A signed event whose object names one key twice is 400 duplicate_key; nothing is
+    written."""
+    raw = orjson.dumps(event()).replace(b'{"', b'{"revision":999,"', 1)
+    before = db(service)
+
+    resp = send(client, raw)
+
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["reason"] == "duplicate_key" and '"revision"' in resp.json()["error"]
+    assert db(service) == before
+
+
 def test_filters_of_one_title_conflict(client: TestClient, service: Service) -> None:
     """Two filters of one title on a destination are 409/6 (as on the Config API), and
     nothing is written."""
