@@ -123,6 +123,13 @@ def _port(value: Any) -> str | None:
     return None if 1 <= value <= 65535 else "must be a TCP port 1-65535"
 
 
+MAX_WORKERS = 1024  # (one per core is the norm: more than this is a typo, not a machine)
+
+
+def _workers(value: Any) -> str | None:
+    return None if 1 <= value <= MAX_WORKERS else f"must be from 1 to {MAX_WORKERS}"
+
+
 def shown(option: Option, value: Any) -> Any:
     """A setting's value as an error message may show it (a URL without its password)."""
     return masked_url(str(value)) if option.env == "REDIS_URL" else value
@@ -159,8 +166,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("EDGE_HOST", "host", str, "a host name or address", _nonempty,
            "Address uvicorn binds."),
     Option("EDGE_PORT", "port", int, "an integer", _port, "TCP port uvicorn binds."),
-    Option("EDGE_WORKERS", "workers", int, "an integer", _at_least(1),
-           "uvicorn worker processes (each holds its own cache)."),
+    Option("EDGE_WORKERS", "workers", int, "an integer", _workers,
+           "uvicorn worker processes (each holds its own cache), 1-1024."),
     Option("EDGE_LOG_LEVEL", "log_level", str.lower, "a log level", _log_level,
            "uvicorn log level (access log is off)."),
     Option("REDIS_URL", "redis_url", str, "a redis:// URL", redis_url_problem,

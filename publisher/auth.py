@@ -28,9 +28,11 @@ from publisher.errors import (
 )
 from publisher.model import Workspace
 from publisher.service import Service
+from publisher.specs import check_text
 from publisher.store import TOKEN_SCOPES
 
 TOKEN_PREFIX = "sct_"
+MAX_TOKEN_NAME = 100  # characters of a token's name (what `token create --name` labels it)
 _MAX_TOKEN_CHARS = 200
 
 
@@ -43,9 +45,13 @@ def create_token(svc: Service, workspace_slug: str, scope: str, name: str = "") 
     if scope not in TOKEN_SCOPES:
         raise InvalidArgument(f"token scope must be one of {', '.join(TOKEN_SCOPES)}, got "
                               f"{scope!r}", code="invalid_scope")
+    name = check_text(name.strip(), "token name")
+    if len(name) > MAX_TOKEN_NAME:
+        raise InvalidArgument(f"token name is {len(name)} characters; the limit is "
+                              f"{MAX_TOKEN_NAME}", code="invalid_text")
     ws = svc.workspace(workspace_slug)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    svc.store.create_token(ws.id, name.strip() or f"{scope} token", hash_token(token), scope)
+    svc.store.create_token(ws.id, name or f"{scope} token", hash_token(token), scope)
     return token
 
 

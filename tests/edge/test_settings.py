@@ -56,6 +56,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
                      id="port-not-int"),
         pytest.param({"EDGE_PORT": "70000"}, "EDGE_PORT=70000 is invalid: must be a TCP port",
                      id="port-range"),
+        pytest.param({"EDGE_WORKERS": "100000"},
+                     "EDGE_WORKERS=100000 is invalid: must be from 1 to 1024", id="workers-typo"),
         pytest.param({"EDGE_REFRESH_INTERVAL": "0"}, "EDGE_REFRESH_INTERVAL=0.0 is invalid",
                      id="refresh-zero"),
         pytest.param({"EDGE_REDIS_TIMEOUT": "-1"}, "EDGE_REDIS_TIMEOUT=-1.0 is invalid",
