@@ -90,9 +90,10 @@ class Staging:
             with self.store.transaction(wait=budget - (time.monotonic() - started)):
                 yield
         except Exception:
-            touched = self._touched
-            self._touched = None
-            if outer and touched and not self._putting_back:
+            # (an inner write's failure leaves the keys to the outer one, which may still
+            # fail or commit: only the outermost transaction knows what SQLite holds)
+            if outer and self._touched and not self._putting_back:
+                touched, self._touched = self._touched, None
                 self._put_back(touched)
             raise
         finally:

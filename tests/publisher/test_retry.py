@@ -557,6 +557,44 @@ def test_a_new_source_whose_commit_fails_is_not_served(service: Service,
     assert redis_client.get(keyspace.current_key("acmeShopWriteKey0001")) is None
 
 
+def test_a_nested_write_failing_after_its_redis_step_is_not_served(
+        service: Service, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A single-resource edit (a write inside a write) that fails after its Redis step is put
+    back as a plain write is: the inner write's failure does not drop what the outer one must
+    undo."""
+    src = source(service, 0)
+    service.publish(src)
+    real, calls = service.store.clear_unpublished, []
+
+    def fails_once(write_keys: Any) -> None:
+        calls.append(write_keys)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(write_keys)
+
+    monkeypatch.setattr(service.store, "clear_unpublished", fails_once)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        service.update_instance(src, "amp", {"enabled": False})
+
+    assert service.store.current_bundle(src.id).version == 1  # type: ignore[union-attr]
+    assert served_version(redis_client, src.write_key) == 1
+    assert not service.pending
+
+
+def test_a_first_publish_whose_commit_fails_is_not_served(service: Service,
+                                                          redis_client: redis.Redis) -> None:
+    """A source never published whose first version failed to commit (publish --all) is
+    taken out of Redis again: SQLite holds no version of it to serve."""
+    src = source(service, 0)
+
+    with _next_commit_fails(service):
+        list(service.publish_all())
+
+    assert service.store.current_bundle(src.id) is None
+    assert redis_client.get(keyspace.current_key(src.write_key)) is None
+    assert not service.pending
+
+
 def test_what_cannot_be_put_back_is_left_pending(service: Service,
                                                  redis_client: redis.Redis) -> None:
     """When Redis fails as the failed write is put back, the source is recorded pending: the
