@@ -176,17 +176,18 @@ class Recovery(Staging):
     def retry_pending(self, write_keys: Sequence[str] | None = None) -> tuple[int, int]:
         """Bring Redis in line with SQLite for each pending source (of ``write_keys``, pending
         ones given; default all): publish the current bundle it lacks (forced: also over a
-        higher version a failed commit left), or delete a source SQLite no longer has. One
-        source at a time, its read and its Redis write inside one write transaction (no
-        publisher process commits between them); stops at the first Redis failure. Returns
-        ``(published or deleted, still pending)``."""
+        higher version a failed commit left), or delete a source SQLite no longer has or holds
+        no version of. One source at a time, its read and its Redis write inside one write
+        transaction (no publisher process commits between them); stops at the first Redis
+        failure. Returns ``(published or deleted, still pending)``."""
         published = 0
         for write_key in self.store.unpublished() if write_keys is None else write_keys:
             with self._writing():
                 source = self.store.get_source_by_write_key(write_key)
                 bundle = None if source is None else self.store.current_bundle(source.id)
                 try:
-                    if source is None and self.publisher is not None:  # deleted: not served
+                    if bundle is None and self.publisher is not None:  # deleted or never
+                        # published (a first version whose commit failed): not served
                         self._touch(write_key)
                         self.publisher.delete_source(write_key)
                         published += 1
