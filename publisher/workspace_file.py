@@ -32,6 +32,7 @@ from publisher.api_fields import check_unique_keys
 from publisher.errors import InvalidArgument, PayloadTooLarge, type_name
 from publisher.model import SOURCE_TYPES
 from publisher.service import InstanceSpec, PublishResult, Service, check_slug, check_write_key
+from publisher.specs import check_text
 
 _TOP = {"workspace", "sources"}
 _SOURCE = {"slug", "name", "type", "write_key", "destinations"}
@@ -116,7 +117,8 @@ def parse(data: bytes) -> WorkspaceDecl:
         if not isinstance(raw_dests, list):
             raise InvalidArgument(f"{where}.destinations must be an array", code="wrong_type")
         sources.append(SourceDecl(
-            slug=slug, name=_str(src, "name", where, required=False) or slug,
+            slug=slug, name=check_text(_str(src, "name", where, required=False) or slug,
+                                       f"{where}.name"),
             type=_str(src, "type", where) or "", write_key=write_key,
             destinations=[_dest(d, f"{where}.destinations[{i}]") for i, d in enumerate(raw_dests)],
         ))

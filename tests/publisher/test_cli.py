@@ -247,6 +247,9 @@ WEB_DEST = ["sources", 0, "destinations"]
                  "unterminated string", id="fql-syntax"),
     pytest.param(_set([*WEB_DEST, 1, "filters", 0, "id"], "../x/y"),
                  "filter.id '../x/y' must be 1-100 letters", id="filter-id-not-a-name"),
+    pytest.param(_set(["sources", 0, "name"], "Acme\u0000website"),
+                 "sources[0].name must not contain control characters, got U+0000",
+                 id="control-character-in-source-name"),
     pytest.param(_set([*WEB_DEST, 0, "display_name"], False),
                  "display_name must be a string, got boolean", id="json-type-names"),
 ])
