@@ -94,17 +94,18 @@ def cmd_publish(svc: Service, args: argparse.Namespace, _: PublisherSettings) ->
         source = svc.resolve_source(args.source)
         return _report(source.slug, svc.publish(source))
     count = new = failed = 0
-    for source, result in svc.publish_all():
+    for source, result, why in svc.publish_all():
         count += 1
         if result is None:
-            print(f"{source.write_key} ({source.slug}): rolled back, left as it is (`publish "
-                  f"{source.write_key}` publishes its configuration)", file=sys.stderr)
+            failed += not why.startswith("rolled back")
+            print(f"{source.write_key} ({source.slug}): {why}", file=sys.stderr)
         elif result.changed:
             new += 1
             if result.pending:
                 failed += 1
                 print(f"{source.write_key}: NOT PUBLISHED YET: {result.error}", file=sys.stderr)
-    print(f"compiled {count} sources: {new} new versions ({failed} not published yet)")
+    print(f"compiled {count} sources: {new} new versions ({failed} not published yet or not "
+          "compiled)")
     return 1 if failed else 0
 
 

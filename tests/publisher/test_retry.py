@@ -9,6 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -617,6 +618,47 @@ def test_what_cannot_be_put_back_is_left_pending(service: Service,
 
     assert ahead == 2 and pending == {src.write_key}
     assert retried == (1, 0) and served_version(redis_client, src.write_key) == 1
+
+
+def test_publish_all_skips_a_source_that_no_longer_compiles(service: Service,
+                                                            redis_client: redis.Redis) -> None:
+    """A source whose stored configuration no longer compiles (here: a destination the
+    catalog lost) is named and left on its version; the sources around it are published."""
+    sources = [source(service, n) for n in range(3)]
+    for src in sources:
+        service.publish(src)
+    service.store.replace_instances(sources[1].id, [Instance(
+        id="gone", catalog_slug="no-such-destination", display_name="Gone",
+        connection_mode="DEVICE", enabled=True, settings={})])
+    service.compile_options = replace(service.compile_options, api_host="events.example.com/v1")
+
+    results = {src.slug: (result, why) for src, result, why in service.publish_all(batch=2)}
+
+    assert [results[s.slug][0] is not None and results[s.slug][0].changed  # type: ignore[union-attr]
+            for s in sources] == [True, False, True]
+    assert results["site-1"][1].startswith("not compiled, left as it is: ")
+    assert "no-such-destination" in results["site-1"][1]
+    assert [served_version(redis_client, s.write_key) for s in sources] == [2, 1, 2]
+
+
+@pytest.mark.parametrize("run", ["publish_all", "republish_all"])
+def test_a_run_over_many_pages_waits_for_redis_once(service: Service, run: str) -> None:
+    """With Redis down, publish --all and republish --all try it on their first page only
+    and record the sources of the later pages pending at once: one Redis timeout for the
+    run, not one a page."""
+    sources = [source(service, n) for n in range(3)]
+    service.compile_options = replace(service.compile_options, api_host="events.example.com/v1")
+    tries: list[int] = []
+
+    def down(items: Any, **_: Any) -> int:
+        tries.append(len(list(items)))
+        raise redis.ConnectionError("refused")
+
+    service.publisher.write_many = down  # type: ignore[union-attr, method-assign]
+    results = list(getattr(service, run)(batch=1))
+
+    assert len(tries) == 1 and len(results) == 3
+    assert service.pending == {s.write_key for s in sources}
 
 
 def test_a_new_source_is_published_before_another_process_sees_it(
