@@ -96,10 +96,10 @@ def cmd_publish(svc: Service, args: argparse.Namespace, _: PublisherSettings) ->
     count = new = failed = 0
     for source, result, why in svc.publish_all():
         count += 1
-        if result is None:
-            failed += not why.startswith("rolled back")
+        if why:  # left as it is: rolled back (a result), or not compiled (none)
+            failed += result is None
             print(f"{source.write_key} ({source.slug}): {why}", file=sys.stderr)
-        elif result.changed:
+        elif result is not None and result.changed:
             new += 1
             if result.pending:
                 failed += 1

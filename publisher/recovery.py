@@ -33,7 +33,7 @@ class Recovery(Staging):
         not recompile — ``publish`` does that. A source never published is compiled and
         published now. Sources go to Redis ``batch`` at a time, one round trip per batch.
         """
-        last, down = 0, [""]
+        last, down = 0, ""
         while True:
             # One write transaction per page, the Redis writes inside it: no publisher process
             # commits between this read and those writes, so none of them can be stale, and
@@ -47,23 +47,24 @@ class Recovery(Staging):
                 first = self._stage_unpublished([src for src, cur in chunk if cur is None])
                 staged = [(src, first[src.id], True) if current is None else (src, current, False)
                           for src, current in chunk]
-                pending, error = self._write_all([(src, b) for src, b, _ in staged], down)
+                error = self._write_all([(src, b) for src, b, _ in staged], down)
+            down = down or error
             for src, bundle, changed in staged:
-                yield self._result(src, bundle, changed, pending=pending, error=error)
+                yield self._result(src, bundle, changed, pending=bool(error), error=error)
 
     def publish_all(self, *, batch: int = 200
                     ) -> Iterator[tuple[Source, PublishResult | None, str]]:
         """``publish`` for every source: compile each from its stored configuration again and
         publish a new version where the bytes changed — what a change of the catalog data,
         ``PUBLISHER_API_HOST`` or another compile setting needs to reach the bundles already
-        published. Yields ``(source, result, "")``, or ``(source, None, why)`` for a source
-        left as it is: one rolled back to an earlier version (its stored configuration is the
-        one it was rolled back from; ``publish SOURCE`` publishes it), or one whose stored
-        configuration no longer compiles (the others go on). ``batch`` sources to a write
-        transaction, their new versions to Redis in one round trip (forced, as SQLite is the
-        truth inside it); unchanged sources are not written (``republish --all`` restores
-        Redis)."""
-        last, down = 0, [""]
+        published. Yields ``(source, result, why)``, ``why`` naming a source left as it is: one
+        rolled back to an earlier version (the result is its current one; its stored
+        configuration is the one it was rolled back from: ``publish SOURCE`` publishes it), or
+        one whose stored configuration no longer compiles (no result; the others go on).
+        ``batch`` sources to a write transaction, their new versions to Redis in one round
+        trip (forced, as SQLite is the truth inside it); unchanged sources are not written
+        (``republish --all`` restores Redis)."""
+        last, down = 0, ""
         while True:
             out: list[tuple[Source, PublishResult | None, str]] = []
             with self._writing():
@@ -76,8 +77,8 @@ class Recovery(Staging):
                 new: list[tuple[Source, Bundle]] = []
                 for src, current in chunk:
                     if current is not None and latest.get(src.id, 0) > current.version:
-                        out.append((src, None, f"rolled back to v{current.version}, left as "
-                                               "it is"))
+                        out.append((src, self._result(src, current, False),
+                                    f"rolled back to v{current.version}, left as it is"))
                         continue
                     try:  # (compiling comes first: a failure has written nothing)
                         bundle, changed = self._stage(src, instances[src.id])
@@ -88,34 +89,35 @@ class Recovery(Staging):
                         new.append((src, bundle))
                     else:
                         out.append((src, self._result(src, bundle, False), ""))
-                pending, error = self._write_all(new, down)
-            out += [(src, self._result(src, bundle, True, pending=pending, error=error), "")
+                error = self._write_all(new, down)
+            down = down or error
+            out += [(src, self._result(src, bundle, True, pending=bool(error), error=error), "")
                     for src, bundle in new]
             yield from out
 
-    def _write_all(self, items: list[tuple[Source, Bundle]], down: list[str]
-                   ) -> tuple[bool, str]:
-        """Force ``items`` into Redis in one round trip; ``(pending, error)`` for them all.
-        ``down`` carries a run's first Redis failure to its later pages, which then only
+    def _write_all(self, items: list[tuple[Source, Bundle]], down: str) -> str:
+        """Force ``items`` into Redis in one round trip; ``""``, or why they are all pending.
+        ``down`` is the run's first Redis failure, passed to its later pages, which then only
         record their sources pending: a run over many pages waits out one Redis timeout,
         not one a page."""
-        keys = [src.write_key for src, _ in items]
         if not items:
-            return False, ""
+            return ""
         if self.publisher is None:
-            return True, "no Redis configured"
-        if not down[0]:
+            return "no Redis configured"
+        keys = [src.write_key for src, _ in items]
+        error = down
+        if not error:
             self._touch(*keys)
             try:
                 self.publisher.write_many(((src.write_key, bundle) for src, bundle in items),
                                           batch=len(items), force=True)
             except redis.RedisError as exc:
-                down[0] = _pending_error(exc)
+                error = _pending_error(exc)
             else:
                 self.store.clear_unpublished(keys)
-                return False, ""
+                return ""
         self.store.mark_unpublished(keys)
-        return True, down[0]
+        return error
 
     def rollback(self, source: Source, version: int) -> PublishResult:
         """Serve an earlier kept version again (the configuration itself is unchanged).
