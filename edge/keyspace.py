@@ -13,6 +13,15 @@ sources into one script call, so the edge reads one Redis or replica, not a Clus
 | ``sc:{wk}:current``        | ``"<n> <etag>"``: the current version, moved after ``v:<n>`` exists |
 | ``sc:{wk}:versions``       | sorted set of kept version numbers (score = version)           |
 | channel ``sc:published``   | ``"<wk> <n>"`` after each publish (instant mode)                |
+| ``sc:loaded``              | Unix time the publisher last found Redis holding every source  |
+
+``sc:loaded`` tells "this source was deleted" from "this Redis has not been loaded": a Redis
+restarted without its data, flushed, or a replica promoted before it synced holds no
+``sc:loaded``. The publisher sets it once it has compared every source in SQLite with Redis
+and published what was missing (``serve`` at start, after a Redis restart and whenever the key
+is gone; ``republish --all``; ``publish --all``), and never deletes it. The edge answers an
+absent pointer with 404 only while ``sc:loaded`` exists; without it, a held copy is served
+stale and a never-seen key gets 503 with ``Retry-After``.
 
 ``published_at`` is Unix time in whole seconds (HTTP dates have one-second resolution).
 """
@@ -27,6 +36,7 @@ PREFIX = "sc"
 # What a write key may be: URL-safe, so it can sit in a path and a hash tag unescaped.
 WRITE_KEY_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 PUBLISHED_CHANNEL = f"{PREFIX}:published"
+LOADED_KEY = f"{PREFIX}:loaded"  # no hash tag: one per Redis, read beside any source's keys
 # A strong entity-tag (RFC 9110 §8.8.3): the edge writes it into responses without re-checking.
 ETAG_RE = re.compile(rb'"[\x21\x23-\x7e]*"')
 

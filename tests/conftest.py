@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from edge import keyspace
 from tests.services import RedisServer
 
 
@@ -19,9 +20,12 @@ def redis_server() -> Iterator[RedisServer]:
 
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
-    """The private server's URL, flushed before each test."""
+    """The private server's URL, flushed before each test, and marked loaded as a publisher
+    marks a Redis it has brought in line with SQLite (``keyspace.LOADED_KEY``): an absent
+    pointer is then a deleted source, 404."""
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
+    client.set(keyspace.LOADED_KEY, "0")
     client.close()
     yield redis_server.url
 
