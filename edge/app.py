@@ -192,6 +192,7 @@ def create_app(
             negative_ttl=settings.negative_ttl,
             negative_max_entries=settings.negative_max_entries,
             retry_interval=settings.redis_retry_interval,
+            recheck_grace=propagation.recheck_grace(settings),
             metrics=metrics,
         )
         rt = Runtime(

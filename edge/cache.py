@@ -1,15 +1,27 @@
-"""The in-process bundle cache: hits cost a dict lookup, Redis is read once per key at a time.
+"""The in-process bundle cache: hits cost a dict lookup, and no request for a held bundle waits
+on Redis.
 
 Each ``Entry`` holds a bundle's bytes with its response headers built once, when the entry is
-filled. After ``refresh_interval`` the next request re-reads only the small pointer and fetches
-bytes only when the version changed. Concurrent misses (or refreshes) of one key share a single
-read. When Redis fails, held entries keep being served, marked stale, and for
-``retry_interval`` nobody asks Redis again, so a hung Redis costs one timeout per interval, not
-one per request. A source whose data is malformed (``StoreCorrupt``) is treated the same way on
-its own: its held copy served stale, or 503, and Redis asked again after the interval — the
-other sources are read as usual. Unknown keys are remembered in a separate, bounded TTL
-cache: a flood of bogus keys can neither hammer Redis nor evict real bundles. All times come
-from the injected clock.
+filled. After ``refresh_interval`` the bundle is due for a re-check: the next request is
+answered from the held copy at once and starts a background re-check (one per key at a time)
+that reads only the small pointer and fetches bytes only when the version changed. The copy
+is served unverified for at most ``recheck_grace`` past the interval — time for that re-check
+to finish or fail — so the edge's propagation term is ``refresh_interval + recheck_grace``
+(edge/propagation.py). A copy older than that (a key nobody asked for meanwhile) is re-checked
+while its request waits, as a miss is; concurrent misses of one key share a single read.
+
+When Redis fails, held entries are served at once, marked stale, and for ``retry_interval``
+nobody asks Redis again; after it, a request for a held key still gets the stale copy at once
+and its re-check runs in the background. So a hung Redis costs one timeout per interval to the
+background reads, never to a request for a held key. A Redis that holds no ``sc:loaded``
+(restarted empty, flushed, an empty replica promoted: edge/keyspace.py) counts as failing for a
+key it does not hold: its held copy is served stale, and a key never seen is 503, never 404.
+
+A source whose data is malformed (``StoreCorrupt``) is treated the same way on its own: its
+held copy served stale, or 503, and Redis asked again after the interval — the other sources
+are read as usual. Unknown keys are remembered in a separate, bounded TTL cache: a flood of
+bogus keys can neither hammer Redis nor evict real bundles. All times come from the injected
+clock.
 """
 
 from __future__ import annotations
@@ -74,6 +86,7 @@ class BundleCache:
         negative_ttl: float,
         negative_max_entries: int,
         retry_interval: float,
+        recheck_grace: float = 0.0,
         metrics: Metrics | None = None,
     ) -> None:
         self.source = source
@@ -83,6 +96,7 @@ class BundleCache:
         self.refresh_interval = refresh_interval
         self.negative_ttl = negative_ttl
         self.retry_interval = retry_interval
+        self.recheck_grace = recheck_grace
         self.metrics = metrics or Metrics()
         self._entries = Entries(max_entries)
         self._negative: TTLCache[str, float] = TTLCache(
@@ -93,6 +107,7 @@ class BundleCache:
             maxsize=negative_max_entries, ttl=max(retry_interval, 1e-9), timer=clock
         )
         self._flights: dict[str, _Flight] = {}
+        self._background: set[asyncio.Task[_Result]] = set()  # re-checks nobody waits for
         self._retry_at = -math.inf
         self.redis_ok_at: float | None = None  # clock time of the last successful read
         self.redis_up = False
@@ -100,21 +115,20 @@ class BundleCache:
     # -- the request path ----------------------------------------------------------------
 
     async def get(self, write_key: str) -> Entry | None:
-        """The bundle to serve, ``None`` for an unknown key; raises ``Unavailable``."""
+        """The bundle to serve, ``None`` for an unknown key; raises ``Unavailable``.
+
+        Waits on Redis only for a key not held, or held past ``refresh_interval +
+        recheck_grace`` (or replaced, in instant mode) while Redis is up."""
         hit = self.fresh(write_key)
         if hit is not None:
             return hit
         entry = self._entries.get(write_key)
-        now = self.clock()
-        if entry is not None:  # due for its check
-            if now < self._retry_at or write_key in self._corrupt:
-                return self._serve_stale(entry)
-        else:
+        if entry is None:
             if write_key in self._negative:
                 self.metrics.negative_hits += 1
                 return None
             self.metrics.cache_misses += 1
-            if now < self._retry_at or write_key in self._corrupt:
+            if self.clock() < self._retry_at or write_key in self._corrupt:
                 self.metrics.unavailable += 1
                 raise Unavailable(write_key)
         result = await self._join(write_key)
@@ -129,13 +143,44 @@ class BundleCache:
         return result
 
     def fresh(self, write_key: str) -> Entry | None:
-        """The held bundle when it may be served without asking Redis (a hit, counted);
-        ``None`` otherwise: the caller then takes the async path, ``get``."""
+        """The held bundle when it may be served without waiting on Redis (counted), starting
+        its background re-check when one is due; ``None`` otherwise: the caller then takes the
+        async path, ``get``."""
         entry = self._entries.get(write_key)
-        if entry is not None and self.clock() < entry.fresh_until:
+        if entry is None:
+            return None
+        now = self.clock()
+        if now < entry.fresh_until:
             self.metrics.cache_hits += 1
             return entry
-        return None
+        if not self.redis_up or now < self._retry_at or write_key in self._corrupt:
+            # Redis failing (or this source's data): the held copy, stale, at once
+            if now >= self._retry_at and write_key not in self._corrupt:
+                self._recheck(write_key)
+            return self._serve_stale(entry)
+        if not entry.replaced and now < entry.fresh_until + self.recheck_grace:
+            self._recheck(write_key)
+            self.metrics.cache_hits += 1
+            return entry
+        return None  # too old to serve unverified, or known replaced: the request waits
+
+    def _recheck(self, write_key: str) -> None:
+        """Re-check a held key in the background (single flight: none if one runs)."""
+        if write_key in self._flights:
+            return
+        task = asyncio.get_running_loop().create_task(self._join(write_key))
+        self._background.add(task)
+        task.add_done_callback(self._rechecked)
+
+    async def idle(self) -> None:
+        """Wait until no background re-check runs (tests; an orderly shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    def _rechecked(self, task: asyncio.Task[_Result]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background re-check failed", exc_info=task.exception())
 
     def not_found_age(self, write_key: str) -> int:
         """Seconds since an unknown key was last confirmed unknown (``Age`` of its 404)."""
@@ -192,6 +237,11 @@ class BundleCache:
             else:  # a refresh reads only the small pointer
                 pointer = await self.source.pointer(write_key)
                 self.metrics.cache_refreshes += 1
+                if pointer is None:  # deleted? (or a key of another type: current tells)
+                    found = await self.source.current(write_key)
+                    pointer = None if found is None else found[0]
+                    if found is not None and found[1] is not None:
+                        return self._fill(write_key, found[1], now)
             for attempt in range(2):  # the version may be pruned between pointer and hash reads
                 if pointer is None:
                     self._entries.pop(write_key, None)
@@ -265,9 +315,11 @@ class BundleCache:
         return True
 
     def expire_all(self) -> None:
-        """Make every held entry re-check its pointer on next use (missed publish messages)."""
+        """Make every held entry re-check its pointer on next use (missed publish messages):
+        in the background, served meanwhile for at most ``recheck_grace``."""
+        now = self.clock()
         for entry in self._entries.values():
-            entry.fresh_until = -math.inf
+            entry.fresh_until = min(entry.fresh_until, now)
         self._negative.clear()
         self._corrupt.clear()
 

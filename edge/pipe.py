@@ -14,7 +14,8 @@ Same failure behaviour as the client the edge builds in ``edge.store.make_client
   which reply would come next), and is not retried;
 * a refused or lost connection fails with ``redis.exceptions.ConnectionError`` and is retried
   once, at once, on a new connection — the edge only reads, so a command sent again is
-  harmless;
+  harmless; so does a connection Redis answers with an error and closes (``maxclients``,
+  protected mode), however the event loop reports the closed socket;
 * an error reply raises ``redis.exceptions.ResponseError``.
 
 TCP and Unix sockets only: ``RedisPipe.for_client`` returns ``None`` for a TLS URL
@@ -79,9 +80,15 @@ class _Connection(asyncio.Protocol):
         future: asyncio.Future[Any] = self.loop.create_future()
         timeout = self.pipe.timeout
         deadline = self.loop.time() + timeout if timeout is not None else 0.0
+        transport = self.transport
+        if self.closed or transport is None or transport.is_closing():
+            raise RedisConnectionError("connection to redis closed")
+        try:
+            transport.write(packed)
+        except RuntimeError as exc:  # uvloop: a transport closed under us (Redis hung up)
+            self.fail(RedisConnectionError(f"connection to redis closed: {exc}"))
+            raise RedisConnectionError(f"connection to redis closed: {exc}") from exc
         self.waiting.append((future, deadline))
-        assert self.transport is not None
-        self.transport.write(packed)
         if timeout is not None and self.timer is None:
             self.timer = self.loop.call_at(deadline, self._due)
         return future
@@ -92,8 +99,11 @@ class _Connection(asyncio.Protocol):
         waiting = self.waiting
         try:
             while (reply := reader.gets()) is not False:
-                if not waiting:
-                    raise InvalidResponse("a reply nobody asked for")
+                if not waiting:  # Redis refusing the connection (maxclients, protected mode)
+                    self.fail(RedisConnectionError(f"redis closed the connection: {reply}"
+                                                   if isinstance(reply, ResponseError) else
+                                                   "redis sent a reply nobody asked for"))
+                    return
                 settle(waiting.popleft()[0], reply)  # (an error reply: a ResponseError)
         except InvalidResponse as exc:
             self.fail(RedisConnectionError(f"unreadable reply from redis: {exc}"))

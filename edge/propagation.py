@@ -3,9 +3,13 @@
 A change is visible to a user only after every cache between Redis and the page has let go of
 the old bundle. Three layers hold copies, each with a lifetime named by a setting:
 
-    edge     E = EDGE_REFRESH_INTERVAL          (0 in instant mode: the publish expires it)
+    edge     E = EDGE_REFRESH_INTERVAL + G      (0 in instant mode: the publish expires it)
     shared   S = EDGE_S_MAXAGE + EDGE_STALE_WHILE_REVALIDATE      (CDN, nginx)
     browser  B = EDGE_MAX_AGE  + EDGE_STALE_WHILE_REVALIDATE
+
+G = EDGE_REDIS_TIMEOUT + EDGE_REDIS_CONNECT_TIMEOUT is the re-check grace: a held copy due for
+its re-check is served while the re-check runs in the background (edge/cache.py), at most G
+past the interval; a request arriving later waits for the re-check.
 
 ``stale-while-revalidate`` counts in full: a cache may answer with its stale copy up to the end
 of that window (the revalidation it triggers only helps the next request, RFC 5861 §3).
@@ -53,7 +57,8 @@ CLOCK_SLACK = 2  # seconds: published_at truncated to its second + whole-second 
 
 FORMULA_CHAIN = (
     "worst = max(E + S + B, E404 + 2*N404) + 2 s where "
-    "E = 0 if instant else EDGE_REFRESH_INTERVAL, "
+    "E = 0 if instant else EDGE_REFRESH_INTERVAL + EDGE_REDIS_TIMEOUT "
+    "+ EDGE_REDIS_CONNECT_TIMEOUT, "
     "S = EDGE_S_MAXAGE + EDGE_STALE_WHILE_REVALIDATE, "
     "B = EDGE_MAX_AGE + EDGE_STALE_WHILE_REVALIDATE, "
     "E404 = 0 if instant else EDGE_NEGATIVE_TTL, N404 = EDGE_NOT_FOUND_MAX_AGE "
@@ -78,10 +83,16 @@ class Terms:
     not_found: int
 
 
+def recheck_grace(settings: EdgeSettings) -> float:
+    """How long past ``EDGE_REFRESH_INTERVAL`` a held copy is served while its background
+    re-check runs: one connect and one command, the longest a re-check may take."""
+    return settings.redis_timeout + settings.redis_connect_timeout
+
+
 def terms(settings: EdgeSettings) -> Terms:
     swr = settings.stale_while_revalidate
     return Terms(
-        edge=0.0 if settings.instant else settings.refresh_interval,
+        edge=0.0 if settings.instant else settings.refresh_interval + recheck_grace(settings),
         shared=settings.s_maxage + swr,
         browser=settings.max_age + swr,
         edge_not_found=0.0 if settings.instant else settings.negative_ttl,
@@ -110,7 +121,7 @@ def _contributors(settings: EdgeSettings) -> list[str]:
         "EDGE_NEGATIVE_TTL": f"{settings.negative_ttl:g}",
         "EDGE_NOT_FOUND_MAX_AGE": str(settings.not_found_max_age),
     }
-    edge = [] if settings.instant else ["EDGE_REFRESH_INTERVAL"]
+    edge = [] if settings.instant else ["EDGE_REFRESH_INTERVAL"]  # (the grace is small)
     edge_404 = [] if settings.instant else ["EDGE_NEGATIVE_TTL"]
     swr = ["EDGE_STALE_WHILE_REVALIDATE"]
     if settings.caches_honour_age:
@@ -151,6 +162,7 @@ def policy(settings: EdgeSettings) -> dict[str, Any]:
     return {
         "lifetimes": {
             "edge_refresh_interval": settings.refresh_interval,
+            "edge_recheck_grace": recheck_grace(settings),
             "max_age": settings.max_age,
             "s_maxage": settings.s_maxage,
             "stale_while_revalidate": settings.stale_while_revalidate,

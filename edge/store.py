@@ -15,6 +15,7 @@ the cache (not the client) decides when to try again.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar, cast
 
@@ -22,11 +23,13 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from edge import keyspace
 from edge.pipe import RedisPipe, settle
 from edge.settings import EdgeSettings
+
+log = logging.getLogger("edge.store")
 
 
 class StoreUnavailable(Exception):
@@ -34,8 +37,15 @@ class StoreUnavailable(Exception):
 
 
 class StoreCorrupt(StoreUnavailable):
-    """Redis answered, but one source's pointer or version is malformed: that source's
-    problem, not Redis's (the cache keeps reading every other key)."""
+    """Redis answered, but one source's pointer or version is malformed (or of a type Redis
+    refuses to read): that source's problem, not Redis's (the cache keeps reading every other
+    key)."""
+
+
+class NotLoaded(StoreUnavailable):
+    """Redis holds no pointer for a source and no ``keyspace.LOADED_KEY`` either: it has not
+    been loaded by a publisher (restarted empty, flushed, an empty replica), so the absence
+    says nothing about the source. A Redis fault, not a deletion."""
 
 
 def make_client(settings: EdgeSettings) -> aioredis.Redis:
@@ -56,18 +66,32 @@ def make_client(settings: EdgeSettings) -> aioredis.Redis:
 # atomically. Misses that arrive together (the same event-loop turn) share one call: redis-py
 # costs far more per command than Redis does per key. The keys of one batch span hash slots:
 # the edge reads one Redis (or a replica of it), not a Cluster.
-# KEYS: current keys; ARGV: the field count, the fields, then one version prefix per key.
-# Reply: per key 1 + #fields values (false = absent), flat.
+# KEYS: current keys, then keyspace.LOADED_KEY; ARGV: the field count, the fields, then one
+# version prefix per key.
+# Reply: whether LOADED_KEY exists (1/0), then per key 1 + #fields values (false = absent),
+# flat. A key Redis refuses to read (a wrong type) is that key's error alone: its pointer slot
+# holds ``!`` and Redis's message, and the rest of the batch is read as usual.
 _CURRENT_MANY = """
 local nfields = tonumber(ARGV[1])
 local fields = {unpack(ARGV, 2, nfields + 1)}
-local out = {}
-for i, key in ipairs(KEYS) do
-  local base = (i - 1) * (nfields + 1)
-  local pointer = redis.call('GET', key)
+local nkeys = #KEYS - 1
+local out = {redis.call('EXISTS', KEYS[nkeys + 1])}
+for i = 1, nkeys do
+  local base = 1 + (i - 1) * (nfields + 1)
+  local pointer = redis.pcall('GET', KEYS[i])
+  local values = false
+  if type(pointer) == 'table' then
+    pointer = '!' .. tostring(pointer.err)
+  else
+    local version = pointer and string.match(pointer, '^(%d+) ')
+    if version then
+      values = redis.pcall('HMGET', ARGV[nfields + 1 + i] .. version, unpack(fields))
+      if values.err then
+        pointer, values = '!' .. tostring(values.err), false
+      end
+    end
+  end
   out[base + 1] = pointer
-  local version = pointer and string.match(pointer, '^(%d+) ')
-  local values = version and redis.call('HMGET', ARGV[nfields + 1 + i] .. version, unpack(fields))
   for f = 1, nfields do
     out[base + 1 + f] = values and values[f] or false
   end
@@ -123,6 +147,13 @@ class _Batcher(Generic[T]):
                 if not future.done():
                     future.set_exception(error)
             return
+        except Exception as exc:  # a fault no Redis client names: still this batch's alone
+            log.exception("redis %s failed", self.name)
+            error = StoreUnavailable(f"redis {self.name} failed: {_describe(exc)}")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
         except BaseException as exc:  # cancelled (shutdown): nobody may wait forever
             for _, future in batch:
                 if not future.done():
@@ -133,6 +164,7 @@ class _Batcher(Generic[T]):
 
 
 _FIELDS = [field.encode() for field in keyspace.EDGE_FIELDS]
+_LOADED = keyspace.LOADED_KEY.encode()
 _SCRIPT_ARGS = [b"%d" % len(_FIELDS), *_FIELDS]
 
 
@@ -152,6 +184,8 @@ class Store:
         self._script = _CURRENT_MANY.encode()
         self._currents: _Batcher[_Current] = _Batcher("EVALSHA current", self._read_currents)
         self._pointers: _Batcher[_Pointer] = _Batcher("MGET pointers", self._read_pointers)
+        # whether the last batch read found keyspace.LOADED_KEY (None: none read yet)
+        self.loaded: bool | None = None
 
     async def aclose(self) -> None:
         """Close the pipelined connection (the client is its owner's to close)."""
@@ -171,30 +205,38 @@ class Store:
         return await self._pointers.get(write_key)
 
     async def _read_currents(self, write_keys: list[str]) -> list[_Current | StoreUnavailable]:
-        keys = [keyspace.current_key(write_key).encode() for write_key in write_keys]
+        keys = [*(keyspace.current_key(write_key).encode() for write_key in write_keys), _LOADED]
         args = [*_SCRIPT_ARGS, *(keyspace.version_prefix(wk).encode() for wk in write_keys)]
         if self.pipe is not None:
             raw = await self.pipe.script(self._sha, self._script, keys, args)
         else:
             raw = await self._current_many(keys=keys, args=args)
-        values = cast("list[bytes | None]", raw)
+        values = cast("list[bytes | int | None]", raw)
         width = 1 + len(_FIELDS)
-        if len(values) != width * len(write_keys):
+        if len(values) != 1 + width * len(write_keys):
             error = StoreUnavailable(f"redis returned {len(values)} values for "
                                      f"{len(write_keys)} sources")
             return [error] * len(write_keys)
-        return [_decode_current(write_key, values[i * width:(i + 1) * width])
+        loaded = self.loaded = values[0] == 1
+        return [_decode_current(write_key, cast("list[bytes | None]",
+                                                values[1 + i * width:1 + (i + 1) * width]),
+                                loaded)
                 for i, write_key in enumerate(write_keys)]
 
     async def _read_pointers(self, write_keys: list[str]) -> list[_Pointer | StoreUnavailable]:
-        keys = [keyspace.current_key(wk).encode() for wk in write_keys]
+        keys = [*(keyspace.current_key(wk).encode() for wk in write_keys), _LOADED]
         if self.pipe is not None:
             raw = await self.pipe.execute(b"MGET", *keys)
         else:
             raw = await self.client.mget(keys)
         values = cast("list[bytes | None]", raw)
-        return [_decode_pointer(write_key, value)
-                for write_key, value in zip(write_keys, values, strict=True)]
+        if len(values) != len(keys):
+            error = StoreUnavailable(f"redis returned {len(values)} values for "
+                                     f"{len(keys)} keys")
+            return [error] * len(write_keys)
+        loaded = self.loaded = values[-1] is not None
+        return [_decode_pointer(write_key, value, loaded)
+                for write_key, value in zip(write_keys, values, strict=False)]
 
     async def stored(self, write_key: str, version: int) -> keyspace.Stored | None:
         """One published version, ``None`` when its hash does not exist (pruned)."""
@@ -205,6 +247,10 @@ class Store:
             else:
                 raw = await self.client.hmget(key, _FIELDS)
             values = cast("list[bytes | None]", raw)  # decode_responses=False: bytes
+        except ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):  # this source's data, not Redis as a whole
+                raise StoreCorrupt(f"version {version} of {write_key!r}: {exc}") from exc
+            raise StoreUnavailable(f"redis HMGET version failed: {_describe(exc)}") from exc
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis HMGET version failed: {_describe(exc)}") from exc
         try:
@@ -227,19 +273,29 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _decode_current(write_key: str, values: list[bytes | None]) -> _Current | StoreUnavailable:
-    if values[0] is None:
-        return None
+def _decode_current(write_key: str, values: list[bytes | None], loaded: bool
+                    ) -> _Current | StoreUnavailable:
+    pointer = values[0]
+    if pointer is None:
+        return None if loaded else NotLoaded(f"redis holds no {keyspace.LOADED_KEY}: not "
+                                             "loaded by a publisher")
+    if pointer.startswith(b"!"):
+        return StoreCorrupt(f"redis cannot read the keys of {write_key!r}: "
+                            f"{pointer[1:200].decode(errors='replace')}")
     try:
-        pointer = keyspace.decode_pointer(values[0])
-        return pointer, keyspace.Stored.from_fields(write_key, values[1:])
+        return keyspace.decode_pointer(pointer), keyspace.Stored.from_fields(write_key,
+                                                                             values[1:])
     except (ValueError, UnicodeDecodeError) as exc:
         return StoreCorrupt(f"malformed pointer or version of {write_key!r}: {exc}")
 
 
-def _decode_pointer(write_key: str, value: bytes | None) -> _Pointer | StoreUnavailable:
+def _decode_pointer(write_key: str, value: bytes | None, loaded: bool
+                    ) -> _Pointer | StoreUnavailable:
     if value is None:
-        return None
+        # (MGET reads a key of another type as absent: the cache confirms an absent pointer
+        # of a held source with ``current``, which tells the two apart)
+        return None if loaded else NotLoaded(f"redis holds no {keyspace.LOADED_KEY}: not "
+                                             "loaded by a publisher")
     try:
         return keyspace.decode_pointer(value)
     except (ValueError, UnicodeDecodeError):

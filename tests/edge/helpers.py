@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -54,6 +56,29 @@ def publish(
 
 def unpublish(client: redis.Redis, write_key: str) -> None:
     client.delete(keyspace.current_key(write_key))
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    """Poll a condition the edge's background work makes true (no timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def wait_for_version(client: Any, write_key: str, version: str) -> Any:
+    """The first answer (identity) serving ``version`` of ``write_key``: a re-check runs in the
+    background, so the answer that starts it still serves the held copy."""
+    found: list[Any] = []
+
+    def serves() -> bool:
+        reply = client.get(f"/v1/projects/{write_key}/settings", headers={"accept-encoding": ""})
+        found[:] = [reply]
+        return bool(reply.headers.get("x-settings-version") == version)
+
+    wait_until(serves, f"{write_key} v{version}")
+    return found[0]
 
 
 class ManualClock:

@@ -312,7 +312,7 @@ def test_propagation_endpoint(client: TestClient) -> None:
 
     assert reply.status_code == 200
     body = reply.json()
-    assert body["worst_case_seconds"] == 512
+    assert body["worst_case_seconds"] == 513
     assert body["budget_seconds"] == 1800
     assert body["lifetimes"]["s_maxage"] == 300
 

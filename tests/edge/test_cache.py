@@ -307,6 +307,9 @@ async def test_failure_serves_stale_and_backs_off(
     assert cache.metrics.stale_serves == 2 and cache.metrics.redis_errors == 1
     source.fail = False
     clock.advance(1.0)
+    served = await cache.get("wk1")  # at once, stale: the re-check runs in the background
+    assert served is not None and served.stale
+    await cache.idle()
     recovered = await cache.get("wk1")
     assert recovered is not None and not recovered.stale
 

@@ -72,7 +72,7 @@ def test_unknown_argument_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_check_prints_policy(capsys: pytest.CaptureFixture[str]) -> None:
     """--check validates and prints the effective propagation policy."""
     assert main(["--check"]) == 0
-    assert '"worst_case_seconds": 512' in capsys.readouterr().out
+    assert '"worst_case_seconds": 513' in capsys.readouterr().out
 
 
 @pytest.fixture

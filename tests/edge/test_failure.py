@@ -9,9 +9,10 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
+from edge import keyspace
 from edge.app import create_app
 from edge.settings import EdgeSettings
-from tests.edge.helpers import ManualClock, document, publish
+from tests.edge.helpers import ManualClock, document, publish, wait_for_version, wait_until
 from tests.services import RedisServer
 
 
@@ -20,6 +21,7 @@ def server() -> Iterator[RedisServer]:
     """A private redis-server on its own port (not the session one: this test kills it)."""
     srv = RedisServer()
     srv.start()
+    redis.Redis.from_url(srv.url).set(keyspace.LOADED_KEY, "1")  # a publisher loaded it
     yield srv
     srv.stop()
 
@@ -68,15 +70,25 @@ def test_outage_serves_held_bundles_stale_and_recovers(server: RedisServer) -> N
         assert "edge_redis_up 0" in metrics
         assert "edge_cache_stale_entries 2" in metrics
 
-        # then: Redis returns (empty: no persistence) and is republished; no edge restart
+        # then: Redis returns empty (no persistence) and keyA is republished; no edge restart
         server.start()
         a2 = put(server, "keyA", 2, Amplitude={"apiKey": "new"})
         clock.advance(1.0)
-        reply = client.get("/v1/projects/keyA/settings", headers={"accept-encoding": ""})
+        reply = wait_for_version(client, "keyA", "2")
         assert (reply.status_code, reply.content) == (200, a2)
-        assert reply.headers["x-settings-version"] == "2"
         assert "x-settings-stale" not in reply.headers
-        assert client.get("/v1/projects/keyB/settings").status_code == 404  # not republished
+        # not loaded yet (no sc:loaded): keyB is not "deleted", the never-seen key not unknown
+        clock.advance(1.0)
+        reply = client.get("/v1/projects/keyB/settings", headers={"accept-encoding": ""})
+        assert (reply.status_code, reply.content) == (200, b1)
+        assert reply.headers["x-settings-stale"] == "1"
+        assert client.get("/v1/projects/neverSeen/settings").status_code == 503
+        # the publisher has compared every source and marked Redis loaded: keyB was deleted
+        redis.Redis.from_url(server.url).set(keyspace.LOADED_KEY, "1")
+        clock.advance(1.0)
+        client.get("/v1/projects/keyB/settings")  # stale at once; the re-check runs behind it
+        wait_until(lambda: client.get("/v1/projects/keyB/settings").status_code == 404,
+                   "keyB 404")
         assert client.get("/v1/projects/neverSeen/settings").status_code == 404
         assert client.get("/readyz").json()["redis"] == "up"
 
@@ -109,7 +121,8 @@ def test_restart_between_requests_reconnects_without_error(server: RedisServer) 
         server.stop()
         server.start()
         put(server, "keyA", 2)
-        clock.advance(10)
+        redis.Redis.from_url(server.url).set(keyspace.LOADED_KEY, "1")
+        clock.advance(11)  # past the re-check grace: the request waits for the re-check
 
         reply = client.get("/v1/projects/keyA/settings")
 
@@ -118,22 +131,32 @@ def test_restart_between_requests_reconnects_without_error(server: RedisServer) 
         assert "x-settings-stale" not in reply.headers
 
 
-def test_hung_redis_serves_stale_after_the_timeout(server: RedisServer) -> None:
-    """A frozen (SIGSTOP) Redis cannot hang requests: the short timeout leads to a stale 200."""
+def test_hung_redis_costs_no_request_for_a_held_bundle_a_wait(server: RedisServer) -> None:
+    """A frozen (SIGSTOP) Redis: a held bundle due for its re-check is answered from memory at
+    once while the re-check waits on Redis in the background; once that re-check times out the
+    copy is marked stale, and a never-seen key gets 503 after the short timeout."""
     body = put(server, "keyA", 1)
     clock = ManualClock()
-    settings = EdgeSettings(redis_url=server.url, refresh_interval=10, redis_timeout=0.2)
-    with TestClient(create_app(settings, clock=clock)) as client:
+    settings = EdgeSettings(redis_url=server.url, refresh_interval=10, redis_timeout=1.0)
+    app = create_app(settings, clock=clock)
+    with TestClient(app) as client:
         assert client.get("/v1/projects/keyA/settings").status_code == 200
         assert server.proc is not None
         server.proc.send_signal(signal.SIGSTOP)
         try:
             clock.advance(10)
-            reply = client.get("/v1/projects/keyA/settings", headers={"accept-encoding": ""})
-            unknown = client.get("/v1/projects/other/settings")
+            due = client.get("/v1/projects/keyA/settings", headers={"accept-encoding": ""})
+            rechecking = client.get("/metrics").text.splitlines()
+            unknown = client.get("/v1/projects/other/settings")  # waits the timeout: 503
+            after = client.get("/v1/projects/keyA/settings", headers={"accept-encoding": ""})
         finally:
             server.proc.send_signal(signal.SIGCONT)
 
-        assert (reply.status_code, reply.content) == (200, body)
-        assert reply.headers["x-settings-stale"] == "1"
-        assert unknown.status_code == 503
+    # answered while the re-check still waited on the frozen Redis: had the answer waited for
+    # it, the re-check would have timed out first, marking Redis down and the copy stale
+    assert (due.status_code, due.content) == (200, body)
+    assert "x-settings-stale" not in due.headers
+    assert "edge_redis_up 1" in rechecking and "edge_cache_stale_serves_total 0" in rechecking
+    assert unknown.status_code == 503
+    assert (after.status_code, after.content) == (200, body)
+    assert after.headers["x-settings-stale"] == "1"

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import redis
 from starlette.testclient import TestClient
 
 from edge.app import create_app
 from edge.settings import EdgeSettings
-from tests.edge.helpers import ManualClock, document, publish
+from tests.edge.helpers import ManualClock, document, publish, wait_for_version, wait_until
 from tests.services import RedisServer
-
-
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    """Poll a condition the edge's background task makes true (no timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 def test_publish_message_rechecks_before_refresh_interval(
@@ -57,10 +45,13 @@ def test_without_instant_the_old_copy_stays_until_refresh(
         publish(redis_client, "wk1", document("wk1", Amplitude={}), version=2, announce=True)
 
         before = client.get("/v1/projects/wk1/settings")
-        clock.advance(30)
-        after = client.get("/v1/projects/wk1/settings")
+        clock.advance(29.9)
+        still = client.get("/v1/projects/wk1/settings")
+        clock.advance(0.1)  # due: re-checked behind the request that finds it due
+        after = wait_for_version(client, "wk1", "2")
 
     assert before.headers["x-settings-version"] == "1"
+    assert still.headers["x-settings-version"] == "1"
     assert after.headers["x-settings-version"] == "2"
 
 
@@ -97,7 +88,8 @@ def test_resubscribe_after_redis_restart_rechecks_held_bundles() -> None:
             clock.advance(0.05)  # past the back-off only, far inside the refresh interval
             wait_until(lambda: edge.get("/readyz").json()["instant_subscribed"], "resubscribed")
 
-            reply = edge.get("/v1/projects/wk1/settings")
+            reply = wait_for_version(edge, "wk1", "2")  # re-checked behind the first request
+            assert clock.now < 1000.0 + settings.refresh_interval
         client.close()
 
     assert reply.headers["x-settings-version"] == "2"

@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from edge import keyspace
 from edge.pipe import RedisPipe, pack
 from edge.store import Store, StoreUnavailable
 from tests.edge.helpers import publish
@@ -61,6 +62,10 @@ async def test_password_and_database_come_from_the_url(guarded: RedisServer) -> 
     writer = redis.Redis(port=guarded.port, password=PASSWORD, db=3)
     env = publish(writer, "in-db-3", version=5)
     writer.close()
+    for db in (0, 3):  # both databases loaded by a publisher: an absent pointer is a 404
+        marker = redis.Redis(port=guarded.port, password=PASSWORD, db=db)
+        marker.set(keyspace.LOADED_KEY, "1")
+        marker.close()
     base = f"redis://:{PASSWORD}@127.0.0.1:{guarded.port}"
 
     found = await _read(f"{base}/3", "in-db-3")

@@ -15,10 +15,10 @@ BASE = {"refresh_interval": 30.0, "max_age": 60, "s_maxage": 300, "stale_while_r
 @pytest.mark.parametrize(
     ("overrides", "worst"),
     [
-        pytest.param({}, 30 + 360 + 120 + SLACK, id="defaults-chain"),
+        pytest.param({}, 31 + 360 + 120 + SLACK, id="defaults-chain"),  # 30 s + 0.5 s grace
         pytest.param({"instant": True}, 360 + 120 + SLACK, id="instant-drops-edge-term"),
         pytest.param({"caches_honour_age": True}, 360 + SLACK, id="age-honoured-max"),
-        pytest.param({"caches_honour_age": True, "refresh_interval": 500.0}, 500 + SLACK,
+        pytest.param({"caches_honour_age": True, "refresh_interval": 500.0}, 501 + SLACK,
                      id="age-honoured-edge-dominates"),
         pytest.param({"refresh_interval": 0.5, "max_age": 0, "s_maxage": 0,
                       "stale_while_revalidate": 0, "negative_ttl": 0.0,
@@ -26,7 +26,7 @@ BASE = {"refresh_interval": 30.0, "max_age": 60, "s_maxage": 300, "stale_while_r
         pytest.param({"max_age": 0, "s_maxage": 0, "stale_while_revalidate": 0,
                       "negative_ttl": 100.0, "not_found_max_age": 50}, 200 + SLACK,
                      id="first-publish-dominates"),
-        pytest.param({"stale_if_error": 10**7}, 510 + SLACK, id="stale-if-error-not-in-bound"),
+        pytest.param({"stale_if_error": 10**7}, 511 + SLACK, id="stale-if-error-not-in-bound"),
     ],
 )
 def test_worst_case_seconds(overrides: dict[str, object], worst: int) -> None:
@@ -83,7 +83,7 @@ def test_policy_reports_lifetimes_terms_and_formula() -> None:
     policy = propagation.policy(EdgeSettings(instant=True))
 
     assert policy["lifetimes"] == {
-        "edge_refresh_interval": 30.0, "max_age": 60, "s_maxage": 300,
+        "edge_refresh_interval": 30.0, "edge_recheck_grace": 0.5, "max_age": 60, "s_maxage": 300,
         "stale_while_revalidate": 60, "stale_if_error": 86400, "negative_ttl": 5.0,
         "not_found_max_age": 10,
     }
@@ -99,11 +99,12 @@ def _last_old_serve(settings: EdgeSettings, verified: float, publish: float) -> 
     """Latest instant any layer can still hand out the old bundle, layer by layer.
 
     The edge verified its old copy at ``verified`` (before ``publish``) and keeps it for the
-    refresh interval; a shared cache fetches it at the last moment the edge still serves it
-    and keeps it for s-maxage + swr; the browser fetches from the shared cache at the last
-    moment it still serves it. Caches that ignore Age count from their own fetch.
+    refresh interval and the re-check grace; a shared cache fetches it at the last moment the
+    edge still serves it and keeps it for s-maxage + swr; the browser fetches from the shared
+    cache at the last moment it still serves it. Caches that ignore Age count from their own fetch.
     """
-    edge_until = publish if settings.instant else verified + settings.refresh_interval
+    edge_until = publish if settings.instant else (verified + settings.refresh_interval
+                                                   + propagation.recheck_grace(settings))
     shared_until = edge_until + settings.s_maxage + settings.stale_while_revalidate
     browser_until = shared_until + settings.max_age + settings.stale_while_revalidate
     return browser_until

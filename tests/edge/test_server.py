@@ -268,7 +268,7 @@ def test_redis_down_same_answers_from_both_paths(tmp_path: Path) -> None:
             for port in (fast_port, plain_port):
                 assert exchange(port, get("downkey")).startswith(b"HTTP/1.1 200 ")
             server.stop()
-            time.sleep(0.7)  # past the refresh interval: the next request re-checks
+            time.sleep(1.2)  # past the refresh interval and its grace: the request re-checks
 
             answers = {port: (exchange(port, get("downkey")), exchange(port, get("neverseen")))
                        for port in (fast_port, plain_port)}

@@ -259,11 +259,12 @@ def test_bad_workspace_file_is_refused_and_writes_nothing(
 ) -> None:
     """A bad file exits 2 with an error naming the problem, and neither SQLite nor Redis change."""
     bad = example(tmp_path, change)
+    before = snapshot(redis_client)
 
     assert main(["apply", str(bad)]) == 2
 
     assert needle in capsys.readouterr().err
-    assert snapshot(redis_client) == {}
+    assert snapshot(redis_client) == before
     assert main(["sources"]) == 0
     assert json.loads(capsys.readouterr().out) == []
 
@@ -308,7 +309,7 @@ def test_second_source_failing_rolls_back_the_first(env: Path, tmp_path: Path,
     assert main(["apply", str(bad)]) == 2
 
     assert "source 'backend'" in capsys.readouterr().err
-    assert redis_client.keys("*") == []
+    assert redis_client.keys("sc:{*") == []  # no source's key
 
 
 def test_bad_setting_value_exits_2(env: Path, monkeypatch: pytest.MonkeyPatch,
