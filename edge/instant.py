@@ -62,7 +62,7 @@ class Subscription:
                 self.ready.clear()
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
                 except (RedisError, OSError, TimeoutError):  # already broken
                     pass
             await asyncio.sleep(self.retry_interval)

