@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,19 +53,20 @@ def edge(redis_url: str, redis_client: redis.Redis, tmp_path: Path) -> Iterator[
     try:
         wait_for_port(port, timeout=30)
         _wait_for(lambda: log.read_text().count("Application startup complete") >= 2,
-                  "both workers started", log)
+                  lambda: "both workers started", log)
         yield Edge(proc, port, log, tmp)
     finally:
         stop_process(proc)
 
 
-def _wait_for(condition: object, what: str, log: Path, timeout: float = CONVERGE) -> None:
+def _wait_for(condition: Callable[[], bool], what: Callable[[], str], log: Path,
+              timeout: float = CONVERGE) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(condition) and condition():
+        if condition():
             return
         time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout}s; edge log:\n{log.read_text()}")
+    raise AssertionError(f"{what()}: not within {timeout}s; edge log:\n{log.read_text()}")
 
 
 def _get(port: int, path: str, times: int = 1) -> list[http.client.HTTPResponse]:
@@ -121,8 +122,8 @@ def _converge(edge: Edge, scrapes: list[dict[str, float]]) -> None:
         scrapes.append(_scrape(edge.port))
         return scrapes[-1].get(SETTINGS_200, 0) >= N
 
-    _wait_for(reports_all, f"a scrape reporting all {N} settings requests "
-              f"(last: {scrapes[-1].get(SETTINGS_200) if scrapes else None})", edge.log)
+    _wait_for(reports_all, lambda: f"a scrape reporting all {N} settings requests (reported: "
+              f"{sorted({s.get(SETTINGS_200, 0) for s in scrapes})})", edge.log)
 
 
 def _workers(scrape: dict[str, float]) -> set[int]:
@@ -172,7 +173,7 @@ def test_a_dead_worker_keeps_its_counts_and_the_directory_goes_at_exit(edge: Edg
 
     os.kill(victim, signal.SIGKILL)  # a worker of the edge this test started
     _wait_for(lambda: len(_workers(_scrape(edge.port)) - {victim}) == 2,
-              "a replacement worker publishing", edge.log)
+              lambda: "a replacement worker publishing", edge.log)
     for _ in range(12):
         scrapes.append(_scrape(edge.port))
     stop_process(edge.proc)
