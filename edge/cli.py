@@ -48,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import uvicorn
 
+    from edge.metrics import share_between_workers
+
+    share_between_workers(settings.workers)  # each worker's /metrics then covers them all
     uvicorn.run(
         "edge.app:create_app",
         factory=True,
