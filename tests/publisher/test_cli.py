@@ -28,9 +28,10 @@ def env(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Path
 
 
 def snapshot(client: redis.Redis) -> dict[bytes, Any]:
-    """Every key of the Redis database with its value (strings, hashes, sorted sets)."""
+    """Every source's keys in the Redis database with their values (strings, hashes, sorted
+    sets); not ``sc:loaded``, which says whether the database was loaded, not what it serves."""
     out: dict[bytes, Any] = {}
-    for key in sorted(client.keys("*")):
+    for key in sorted(client.keys(keyspace.tag("*") + ":*")):
         kind = client.type(key)
         if kind == b"string":
             out[key] = client.get(key)
@@ -308,7 +309,7 @@ def test_second_source_failing_rolls_back_the_first(env: Path, tmp_path: Path,
     assert main(["apply", str(bad)]) == 2
 
     assert "source 'backend'" in capsys.readouterr().err
-    assert redis_client.keys("*") == []
+    assert snapshot(redis_client) == {}
 
 
 def test_bad_setting_value_exits_2(env: Path, monkeypatch: pytest.MonkeyPatch,
