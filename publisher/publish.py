@@ -198,22 +198,32 @@ class RedisPublisher:
         self._install(write_key, bundle, self.client, force=True)
 
     def write_many(self, items: Iterable[tuple[str, Bundle]], *, batch: int = 500,
-                   force: bool = False) -> int:
+                   force: bool = False, refused: list[str] | None = None) -> int:
         """``write`` for many sources (``point`` with ``force``), ``batch`` scripts per round
-        trip (``republish --all``, ``publish --all``); returns how many scripts ran.
+        trip (``republish --all``, ``publish --all``); returns how many scripts ran, and adds
+        to ``refused`` the write keys whose version Redis refused as ``write`` does.
 
-        Each source is still installed atomically, and refused as ``write`` refuses (the
-        caller reads the pointers back); a Redis error propagates, and the sources of the
-        failed batch may or may not have been written (writing them again is harmless).
+        Each source is still installed atomically; a Redis error propagates, and the sources
+        of the failed batch may or may not have been written (writing them again is harmless).
         """
         done = 0
+        keys: list[str] = []
         pipe = self.client.pipeline(transaction=False)
+
+        def run() -> int:
+            answers = pipe.execute()
+            if refused is not None:
+                refused.extend(k for k, answer in zip(keys, answers, strict=True) if answer == -1)
+            keys.clear()
+            return len(answers)
+
         for write_key, bundle in items:
             self._install(write_key, bundle, pipe, force=force)
+            keys.append(write_key)
             if len(pipe) >= batch:
-                done += len(pipe.execute())
+                done += run()
         if len(pipe):
-            done += len(pipe.execute())
+            done += run()
         return done
 
     def _install(self, write_key: str, bundle: Bundle, target: Any, *,

@@ -129,11 +129,11 @@ class Recovery(Staging):
                 if pointer != (b.version, b.etag)], ""
 
     def _write_all(self, items: list[tuple[Source, Bundle]], down: str) -> str:
-        """Publish ``items`` in one round trip, then read their pointers back: a source whose
-        version Redis refused takes ``_deliver``'s path. Returns ``""``, or why they are all
-        pending. ``down`` is the run's first Redis failure, passed to its later pages, which
-        then only record their sources pending: a run over many pages waits out one Redis
-        timeout, not one a page."""
+        """Publish ``items`` in one round trip: a source whose version Redis refused (a newer
+        one, or one SQLite never made current, is served) takes ``_deliver``'s path. Returns
+        ``""``, or why they are all pending. ``down`` is the run's first Redis failure, passed
+        to its later pages, which then only record their sources pending: a run over many
+        pages waits out one Redis timeout, not one a page."""
         if not items:
             return ""
         if self.publisher is None:
@@ -142,14 +142,13 @@ class Recovery(Staging):
         error = down
         if not error:
             try:
+                refused: list[str] = []
                 self.publisher.write_many(((src.write_key, bundle) for src, bundle in items),
-                                          batch=len(items))
-                served = self.publisher.currents(keys)
-                done = [(src.write_key, b.version) for (src, b), pointer
-                        in zip(items, served, strict=True) if pointer == (b.version, b.etag)]
-                for write_key in [key for key in keys if key not in dict(done)]:
+                                          batch=len(items), refused=refused)
+                for write_key in refused:
                     self._deliver(write_key)
-                self.store.clear_delivered(done)
+                self.store.clear_delivered([(src.write_key, b.version) for src, b in items
+                                            if src.write_key not in refused])
                 return ""
             except redis.RedisError as exc:
                 error = _pending_error(exc)
