@@ -119,6 +119,10 @@ async def list_versions(request: Request) -> Response:
 
 
 async def rollback(request: Request) -> Response:
+    """``POST …/rollback {"version": n}``: serve kept version n's bytes again, published as a
+    new version (the next number, dated now; history only grows). ``bundle`` is that new
+    version: its ``etag`` is version n's. Rolling back to the bytes already served changes
+    nothing (``changed: false``)."""
     svc, source = await source_of(request, write=True)
     body = Obj(await read_json(request), "")
     version = body.number("version", required=True, minimum=1) or 0

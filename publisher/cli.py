@@ -198,7 +198,8 @@ def parser() -> argparse.ArgumentParser:
                           "one rolled back is left as it is")
     add("republish", cmd_republish, "rebuild Redis from SQLite for every source"
         ).add_argument("--all", action="store_true", help="every source (required)")
-    rb = add("rollback", cmd_rollback, "serve an earlier kept version of a source again")
+    rb = add("rollback", cmd_rollback, "serve the bytes of an earlier kept version of a source "
+             "again, published as a new version (history only grows)")
     rb.add_argument("source")
     rb.add_argument("version", type=_version)
     add("show", cmd_show, "current version, ETag, publish time, visible-everywhere time"

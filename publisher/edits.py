@@ -56,8 +56,9 @@ class ConfigEdits(SpecBuilder, Staging):
                 enabled=spec.enabled, settings=settings, filters=flt)]
 
         with self._writing():
-            result = self.mutate(source, change)
-            return self.instance(source, made[0]), result
+            staged = self._mutate(source, change)
+            made_instance = self.instance(source, made[0])
+        return made_instance, self._publish(staged)
 
     def update_instance(self, source: Source, instance_id: str, fields: Mapping[str, Any],
                         settings_patch: Mapping[str, Any] | None = None
@@ -98,8 +99,9 @@ class ConfigEdits(SpecBuilder, Staging):
             return out
 
         with self._writing():
-            result = self.mutate(source, change)
-            return self.instance(source, instance_id), result
+            staged = self._mutate(source, change)
+            changed_instance = self.instance(source, instance_id)
+        return changed_instance, self._publish(staged)
 
     def delete_instance(self, source: Source, instance_id: str) -> PublishResult:
         def change(existing: list[Instance]) -> list[Instance]:
@@ -121,9 +123,8 @@ class ConfigEdits(SpecBuilder, Staging):
             made.append(new)
             return (*flt, new)
 
-        with self._writing():
-            result = self._mutate_filters(source, instance_id, change)
-            return made[0], result
+        result = self._mutate_filters(source, instance_id, change)
+        return made[0], result
 
     def update_filter(self, source: Source, instance_id: str, filter_id: str,
                       fields: Mapping[str, Any]) -> tuple[Filter, PublishResult]:
@@ -137,9 +138,8 @@ class ConfigEdits(SpecBuilder, Staging):
             made.append(new)
             return tuple(new if f.id == filter_id else f for f in flt)
 
-        with self._writing():
-            result = self._mutate_filters(source, instance_id, change)
-            return made[0], result
+        result = self._mutate_filters(source, instance_id, change)
+        return made[0], result
 
     def delete_filter(self, source: Source, instance_id: str, filter_id: str) -> PublishResult:
         def change(flt: tuple[Filter, ...], inst: Instance) -> tuple[Filter, ...]:

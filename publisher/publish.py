@@ -4,13 +4,17 @@ A publish is one Lua script (atomic, like MULTI/EXEC) that writes the version ha
 ``sc:{wk}:v:<n>``, records ``n`` in ``sc:{wk}:versions``, moves ``sc:{wk}:current``, sends
 ``<wk> <n>`` on ``sc:published`` (edges in instant mode re-check at once) and deletes versions
 beyond ``keep_versions``, never the current one — so an edge that reads the pointer and then
-the hash never finds a missing or half-written version. Only a forced install (``point``:
-a rollback, or SQLite's state restored by ``republish --all`` and the retry of pending
-sources) moves the pointer to a lower version; a plain publish that arrives after a higher one
-changes nothing — a guard behind the publisher's own ordering (every Redis write happens
-inside a SQLite write transaction, publisher/service.py). All of a source's keys share one hash
-tag, so the script also runs on Redis Cluster, and ``write_many`` pipelines many sources'
-scripts per round trip for ``republish --all``.
+the hash never finds a missing or half-written version. The script is also the publishers'
+only ordering: it refuses a version older than the one the pointer names (compare-and-set),
+so two publisher processes, or a late retry, never move a source back. Versions only grow
+(a rollback is a new version with the old bytes), so the newest commit always wins. Only
+``replace`` installs a lower version, and only over the exact pointer it was given: what
+Redis serves above SQLite's current version (a copy of another database) is replaced that
+way. All of a source's keys share one hash tag, so the script also runs on Redis Cluster, and
+``write_many`` pipelines many sources' scripts per round trip for ``republish --all``.
+
+``sc:loaded`` (edge/keyspace.py) says this Redis holds every source: ``begin_check`` opens a
+comparison, ``mark_loaded`` sets the key only if nothing flushed Redis since.
 
 The bytes, their gzip and their ETag are computed once, in :func:`make_bundle`; SQLite keeps
 the same :class:`Bundle`, so Redis can be rebuilt from it byte for byte. A write answers with
@@ -22,6 +26,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -113,15 +118,22 @@ def _ints(members: Any) -> list[int]:
 # message and the pruning run as one script, so a reader never sees a pointer to a missing or
 # half-written version, and many publishes can share one round trip (``write_many``). Every key
 # carries the source's hash tag; the pruned version keys are built from KEYS[1]'s tag, in the
-# same slot.
+# same slot. ARGV[11]: '0' refuses a version below the served one (-1), '1' installs whatever
+# is served, anything else is the pointer that must be served for the install to happen.
 _INSTALL = """
 local vkey, zkey, ckey = KEYS[1], KEYS[2], KEYS[3]
-local version = ARGV[1]
-if ARGV[11] ~= '1' then
+local version, mode = ARGV[1], ARGV[11]
+if mode ~= '1' then
   local current = redis.call('GET', ckey)
-  local served = current and tonumber(string.match(current, '^(%d+) '))
-  if served and served > tonumber(version) then
-    return -1
+  if mode ~= '0' then
+    if current ~= mode then
+      return -1
+    end
+  elseif current then
+    local served = tonumber(string.match(current, '^(%d+) '))
+    if served and served > tonumber(version) then
+      return -1
+    end
   end
 end
 redis.call('HSET', vkey, 'json', ARGV[2], 'gzip', ARGV[3], 'etag', ARGV[4],
@@ -142,6 +154,17 @@ end
 return pruned
 """
 
+# ``sc:loaded`` is set only if the comparison's own key survived it (a FLUSHALL meanwhile
+# deletes both). The check key's hash tag is the marker's name: one slot on Redis Cluster.
+_MARK_LOADED = """
+if redis.call('DEL', KEYS[1]) == 1 then
+  redis.call('SET', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+CHECK_SECONDS = 86_400  # a comparison left unfinished (a stopped process) leaves no key
+
 
 class RedisPublisher:
     """Writes bundles for the single publisher of a deployment (sync client, raw bytes)."""
@@ -152,6 +175,7 @@ class RedisPublisher:
         self.client = client
         self.keep_versions = keep_versions
         self._install_script = client.register_script(_INSTALL)
+        self._mark_loaded_script = client.register_script(_MARK_LOADED)
 
     def write(self, write_key: str, bundle: Bundle) -> bool:
         """Publish a version: hash, history, pointer, message and pruning, atomically —
@@ -160,8 +184,13 @@ class RedisPublisher:
         False. Versions only grow, so a late write never moves the pointer back."""
         return bool(self._install(write_key, bundle, self.client, force=False) != -1)
 
+    def replace(self, write_key: str, bundle: Bundle, over: bytes) -> bool:
+        """``write``, whatever version Redis serves, but only while its pointer is still
+        ``over`` (compare-and-set): False, and nothing written, once anything moved it."""
+        return bool(self._install(write_key, bundle, self.client, force=over) != -1)
+
     def point(self, write_key: str, bundle: Bundle) -> None:
-        """Make ``bundle`` current whatever Redis serves (rollback to a lower version).
+        """Make ``bundle`` current whatever Redis serves, unconditionally.
 
         The hash is rewritten from the given bytes in the same script that moves the pointer;
         the bytes are those SQLite recorded, so rewriting an existing hash is a no-op.
@@ -169,32 +198,49 @@ class RedisPublisher:
         self._install(write_key, bundle, self.client, force=True)
 
     def write_many(self, items: Iterable[tuple[str, Bundle]], *, batch: int = 500,
-                   force: bool = False) -> int:
+                   force: bool = False, refused: list[str] | None = None) -> int:
         """``write`` for many sources (``point`` with ``force``), ``batch`` scripts per round
-        trip (``republish --all``, which restores SQLite's state: ``force``).
+        trip (``republish --all``, ``publish --all``); returns how many scripts ran, and adds
+        to ``refused`` the write keys whose version Redis refused as ``write`` does.
 
         Each source is still installed atomically; a Redis error propagates, and the sources
         of the failed batch may or may not have been written (writing them again is harmless).
         """
         done = 0
+        keys: list[str] = []
         pipe = self.client.pipeline(transaction=False)
+
+        def run() -> int:
+            answers = pipe.execute()
+            if refused is not None:
+                refused.extend(k for k, answer in zip(keys, answers, strict=True) if answer == -1)
+            keys.clear()
+            return len(answers)
+
         for write_key, bundle in items:
             self._install(write_key, bundle, pipe, force=force)
+            keys.append(write_key)
             if len(pipe) >= batch:
-                done += len(pipe.execute())
+                done += run()
         if len(pipe):
-            done += len(pipe.execute())
+            done += run()
         return done
 
-    def _install(self, write_key: str, bundle: Bundle, target: Any, *, force: bool) -> Any:
+    def _install(self, write_key: str, bundle: Bundle, target: Any, *,
+                 force: bool | bytes) -> Any:
         keys = [keyspace.version_key(write_key, bundle.version),
                 keyspace.versions_key(write_key), keyspace.current_key(write_key)]
         args: list[bytes | str | int] = [
             bundle.version, bundle.json, bundle.gzip, bundle.etag, bundle.published_at,
             bundle.revision, keyspace.encode_pointer(bundle.version, bundle.etag),
             self.keep_versions, keyspace.PUBLISHED_CHANNEL,
-            keyspace.encode_message(write_key, bundle.version), "1" if force else "0"]
+            keyspace.encode_message(write_key, bundle.version),
+            force if isinstance(force, bytes) else "1" if force else "0"]
         return self._install_script(keys=keys, args=args, client=target)
+
+    def pointer(self, write_key: str) -> bytes | None:
+        """The current pointer as Redis holds it (what ``replace`` compares with)."""
+        return cast(bytes | None, self.client.get(keyspace.current_key(write_key)))
 
     def current(self, write_key: str) -> tuple[int, str] | None:
         """``(version, etag)`` of the current pointer, or ``None`` if the source is unpublished."""
@@ -217,6 +263,21 @@ class RedisPublisher:
         """The Redis server's ``run_id``: it changes when Redis restarts (perhaps empty) or
         another server takes over."""
         return str(self.client.info("server")["run_id"])
+
+    def begin_check(self) -> str:
+        """Open a comparison of every source with Redis: returns its key, for ``mark_loaded``."""
+        check = f"{{{keyspace.LOADED_KEY}}}:check:{secrets.token_hex(8)}"
+        self.client.set(check, b"1", ex=CHECK_SECONDS)
+        return check
+
+    def mark_loaded(self, check: str, now: int) -> bool:
+        """Set ``sc:loaded`` to ``now`` once the comparison ``check`` found Redis holding every
+        source — unless Redis lost ``check`` meanwhile (flushed, restarted empty): False."""
+        return bool(self._mark_loaded_script(keys=[check, keyspace.LOADED_KEY], args=[now]))
+
+    def loaded(self) -> bool:
+        """Whether ``sc:loaded`` exists (the publisher never deletes it: Redis lost it)."""
+        return bool(self.client.exists(keyspace.LOADED_KEY))
 
     def kept_versions(self, write_key: str) -> list[int]:
         """The version numbers Redis still holds for rollback, oldest first."""

@@ -1,15 +1,17 @@
 """Publishing what a Redis failure left pending, beside the Config API (``serve``).
 
-A write commits to SQLite, then publishes to Redis; when Redis fails in between, the answer
-says ``pending`` and the change waits in SQLite (publisher/service.py). Left alone it would
-wait for the source's next write or an operator's ``republish --all`` — and a webhook sender
-that resends on "pending" gets its first reply back, not a new attempt. So ``serve`` compares
-every source's Redis pointer with SQLite at start (a publisher stopped between commit and
-publish) and again whenever Redis's ``run_id`` changes (a Redis restarted without its data
-would otherwise answer 404 for every source), and retries the pending sources every
-``PUBLISHER_RETRY_INTERVAL`` seconds; a source deleted while Redis was down is removed from
-it the same way. Pending sources are recorded in SQLite (``unpublished``), so what the CLI or
-a stopped ``serve`` left pending is retried too.
+A write commits to SQLite with an outbox record, then publishes to Redis; when Redis fails,
+the answer says ``pending`` and the record waits in SQLite (publisher/service.py). Left alone
+it would wait for the source's next write or an operator's ``republish --all`` — and a webhook
+sender that resends on "pending" gets its first reply back, not a new attempt. So ``serve``
+compares every source's Redis pointer with SQLite at start (a publisher stopped between COMMIT
+and publish), again whenever Redis's ``run_id`` changes or ``sc:loaded`` is gone (a Redis
+restarted without its data, or flushed, would otherwise answer 404 for every source), and
+retries the outbox every ``PUBLISHER_RETRY_INTERVAL`` seconds; a source deleted while Redis
+was down is removed from it the same way. Once such a comparison leaves nothing pending,
+``sc:loaded`` is set (edge/keyspace.py): the edge may answer an absent source 404 again. The
+outbox is in SQLite (``unpublished``), so what the CLI or a stopped ``serve`` left pending is
+retried too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import redis
 from starlette.concurrency import run_in_threadpool
 
+from edge import keyspace
 from publisher.errors import Busy
 from publisher.service import Service
 
@@ -28,24 +31,33 @@ log = logging.getLogger("publisher.retry")
 
 async def publish_pending(service: Service, interval: float) -> None:
     """Run until cancelled: check every source once, and again whenever Redis is another
-    server (restarted, perhaps empty) or pending sources were published (a timed-out write
-    may land late), then publish the pending ones each ``interval`` seconds. Logs what it
+    server (restarted, perhaps empty), lost ``sc:loaded`` (flushed) or pending sources were
+    published (a timed-out write may land late), then publish the pending ones each
+    ``interval`` seconds; set ``sc:loaded`` once a check leaves nothing pending. Logs what it
     publishes and, once per change, what stays pending."""
     checked = False
+    check = ""  # the comparison that may set sc:loaded once nothing is pending
     server = None
     reported = 0
     while True:
         try:
-            if service.publisher is not None:
-                now_serving = await run_in_threadpool(service.publisher.server_id)
+            publisher = service.publisher
+            if publisher is not None:
+                now_serving = await run_in_threadpool(publisher.server_id)
                 if server is not None and now_serving != server:
                     log.warning("Redis restarted or changed (run_id %s); checking every "
                                 "source against it", now_serving)
                     checked = False
                 server = now_serving
+                if checked and not check and not await run_in_threadpool(publisher.loaded):
+                    log.warning("Redis lost %s (flushed?); checking every source against it",
+                                keyspace.LOADED_KEY)
+                    checked = False
             if reported == -1:  # Redis answers again: the next outage is logged too
                 reported = 0
             if not checked:
+                if publisher is not None:
+                    check = await run_in_threadpool(publisher.begin_check)
                 found = await run_in_threadpool(service.find_pending)
                 checked = True
                 if found:
@@ -63,6 +75,11 @@ async def publish_pending(service: Service, interval: float) -> None:
                     log.warning("%d sources still pending: Redis unreachable; retrying every "
                                 "%gs", left, interval)
                 reported = left
+            elif check and publisher is not None:  # the check left nothing pending
+                if not await run_in_threadpool(publisher.mark_loaded, check,
+                                               int(service.clock())):
+                    checked = False  # Redis lost the check's key meanwhile: check again
+                check = ""
         except redis.RedisError as exc:
             if reported != -1:  # once per outage
                 log.warning("Redis unreachable (%s); checking again every %gs", exc, interval)

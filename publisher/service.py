@@ -1,30 +1,28 @@
-"""Every write goes through here: validate, apply the rules, commit, compile, publish.
+"""Every write goes through here: validate, apply the rules, commit, then publish.
 
 The Config API, the webhook and the declarative workspace file all describe a change as a new
 *desired set* of a source's instances. ``Service`` checks that set (catalog settings, filters,
-destination rules) before anything is written, stages the new revision and the new bundle row
-in one SQLite transaction, writes the bundle to Redis as that transaction's last step, then
-commits. So a refusal changes nothing, and an accepted change is never lost: if Redis is
-unreachable the bundle is in SQLite, recorded as unpublished, and the result says
-``pending``; ``serve`` publishes it once Redis answers again (``retry_pending``, every
-``PUBLISHER_RETRY_INTERVAL``; ``find_pending`` at start), and ``republish --all`` or the next
-write of the source does too.
+destination rules) before anything is written, then commits in one SQLite transaction the new
+revision, the new bundle and the source's outbox record (``unpublished``); after the COMMIT it
+publishes the bundle to Redis and clears the record (a transactional outbox). So a refusal
+changes nothing, nothing is served that SQLite did not commit, and an accepted change is never
+lost: if Redis is unreachable the record stays and the result says ``pending``; ``serve``
+publishes it once Redis answers again (``retry_pending``, every ``PUBLISHER_RETRY_INTERVAL``;
+``find_pending`` at start), and ``republish --all`` or the next write of the source does too.
+A deletion is committed with an outbox record the same way; the Redis deletion follows.
 
-One lock serialises a process's writes. Another process may write too (``republish --all`` or
-the CLI beside ``serve``): since every Redis write happens inside a SQLite write transaction,
-SQLite's write lock orders the Redis writes of all of them as it orders their commits. Inside
-that lock SQLite is the truth: a write, the retry and ``republish --all`` replace whatever
-Redis serves, even a higher version (publisher/publish.py keeps a plain publish from moving a
-pointer back; these force it). The price: a hung Redis holds the write lock for up to
-``PUBLISHER_REDIS_TIMEOUT`` per write, and other processes' writes wait behind it (up to 15 s,
-then a 503). Should the commit itself fail after Redis took the bundle, the write is refused
-and Redis put back at once (``Staging._put_back``; recorded pending if Redis fails then too);
-should the process stop between the two, Redis is ahead of SQLite until the source's next
-write, ``republish --all``, or ``serve``'s check at start.
+One lock serialises a process's transactions; none holds a Redis call, so a hung Redis delays
+a write's reply, never another write's commit. Publishes of every publisher process (the CLI
+beside ``serve``, ``republish --all``) are ordered by Redis itself: versions only grow — a
+rollback publishes the old bytes as a new version — and the publish script refuses a version
+below the one served (publisher/publish.py), so a late or concurrent publish never moves a
+source back. A refused publish reads SQLite again: a newer commit is served, or Redis serves
+a version SQLite never made current, which is then replaced (``Staging._deliver``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import threading
 import time
@@ -43,6 +41,7 @@ from publisher.publish import PublishResult, RedisPublisher
 from publisher.recovery import Recovery
 from publisher.rules import RuleLimits
 from publisher.specs import InstanceSpec, check_slug, check_text, check_write_key, filter_dict
+from publisher.staging import Staged
 from publisher.store import Store
 from publisher.webhook_events import WebhookEvents
 
@@ -77,7 +76,6 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
         self.propagation_seconds = propagation_seconds
         self.clock = clock
         self._lock = threading.RLock()
-        self._touched, self._putting_back = None, False
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -148,25 +146,18 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
                 raise AlreadyExists("write key is already used by another source")
             source = self.store.create_source(ws.id, slug, name or slug, source_type,
                                               write_key=write_key)
-            bundle, changed = self._stage(source, [])
-            return source, self._push(source, bundle, changed)
+            staged = self._stage(source, [])
+        return source, self._publish(staged)
 
     def delete_source(self, source: Source) -> None:
-        """Delete the source and its bundles from SQLite, then (inside the same transaction,
-        as every Redis write) from Redis."""
+        """Delete the source and its bundles from SQLite, with an outbox record; then from
+        Redis (a Redis failure leaves the record: ``serve``'s retry loop deletes it)."""
         with self._writing():
             self.store.delete_source(source.id)
-            if self.publisher is not None:
-                self._touch(source.write_key)
-                try:
-                    self.publisher.delete_source(source.write_key)
-                except redis.RedisError:  # Redis would serve it on: retry_pending deletes it
-                    pass
-                else:
-                    self.store.clear_unpublished([source.write_key])  # (a publish left pending)
-                    return
-            # until Redis forgets it too (retry_pending, across restarts)
             self.store.mark_unpublished([source.write_key])
+        if self.publisher is not None:
+            with contextlib.suppress(redis.RedisError):
+                self._deliver(source.write_key)
 
     # -- instances -------------------------------------------------------------------------
 
@@ -177,25 +168,29 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
             current = self.store.get_source_by_write_key(source.write_key) or source
             existing = self.store.list_instances(current.id)
             desired = self.build_instances(current, existing, specs)
-            bundle, changed = self._commit(current, existing, desired, revision=revision)
-            return self._push(current, bundle, changed)
+            staged = self._commit(current, existing, desired, revision=revision)
+        return self._publish(staged)
 
     def mutate(self, source: Source,
                change: Callable[[list[Instance]], list[Instance]]) -> PublishResult:
-        """Apply ``change`` to the current instances and commit the result (API writes)."""
+        """Apply ``change`` to the current instances, commit the result, publish it."""
         with self._writing():
-            current = self.store.get_source_by_write_key(source.write_key) or source
-            existing = self.store.list_instances(current.id)
-            desired = change(list(existing))
-            bundle, changed = self._commit(current, existing, desired)
-            return self._push(current, bundle, changed)
+            staged = self._mutate(source, change)
+        return self._publish(staged)
+
+    def _mutate(self, source: Source,
+                change: Callable[[list[Instance]], list[Instance]]) -> Staged:
+        """``mutate``'s transaction step (a single-resource edit reads its result back in it)."""
+        current = self.store.get_source_by_write_key(source.write_key) or source
+        existing = self.store.list_instances(current.id)
+        return self._commit(current, existing, change(list(existing)))
 
     def publish(self, source: Source) -> PublishResult:
         """Compile the stored configuration; publish a new version only if the bytes changed."""
         with self._writing():
             current = self.store.get_source_by_write_key(source.write_key) or source
-            bundle, changed = self._stage(current, self.store.list_instances(current.id))
-            return self._push(current, bundle, changed)
+            staged = self._stage(current, self.store.list_instances(current.id))
+        return self._publish(staged)
 
     def status(self, source: Source) -> dict[str, Any]:
         """Publish status: current version, ETag, times, kept versions, Redis agreement."""
@@ -211,7 +206,7 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
         out.update(self._result(source, current, False).to_dict())
         out.pop("changed", None)
         try:
-            out["pending"] = self._redis_behind(source, current)
+            out["pending"] = self._redis_behind(source.write_key, current)
         except redis.RedisError:  # unknown: as good as not published
             out["pending"] = True
         return out

@@ -1,24 +1,26 @@
-"""The steps of a write inside its SQLite transaction: check, stage, then push to Redis.
+"""The steps of a write: check and stage inside its SQLite transaction, then publish.
 
-Every write of ``Service`` ends the same way: ``_commit`` checks a desired set against the
-catalog, the filter limits and the destination rules, stores it and bumps the revision;
-``_stage`` compiles it and records a new bundle version when the bytes changed; ``_push``
-writes that bundle to Redis as the transaction's last step and says what happened
-(``PublishResult``). Why Redis is written inside the transaction is told in
-publisher/service.py. ``Staging`` also types, once, the state every part of ``Service``
-shares, so that its mixins (publisher/edits.py, webhook_events.py, recovery.py) are checked
-as strictly as ``Service`` itself.
+Every write of ``Service`` takes the same steps. Inside its transaction (``_writing``),
+``_commit`` checks a desired set against the catalog, the filter limits and the destination
+rules, stores it and bumps the revision; ``_stage`` compiles it and records a new bundle
+version when the bytes changed, which records the source in the outbox (``unpublished``) in
+the same transaction. After COMMIT, ``_publish`` brings Redis to what SQLite then holds
+(``_deliver``), clears the record, and says what happened (``PublishResult``). Why in this
+order is told in publisher/service.py. ``Staging`` also types, once, the state every part of
+``Service`` shares, so that its mixins (publisher/edits.py, webhook_events.py, recovery.py)
+are checked as strictly as ``Service`` itself.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 import redis
@@ -37,15 +39,28 @@ from publisher.store import Store
 
 log = logging.getLogger("publisher.service")
 
+# How many times a publish reads SQLite and Redis again after Redis's compare-and-set refused
+# it (each refusal means another publish moved the pointer meanwhile) before it is left pending.
+_ATTEMPTS = 5
+
 
 def _pending_error(exc: redis.RedisError) -> str:
     return (f"Redis unreachable, publish pending ({exc}); `serve` retries it, or run "
             "`republish --all`")
 
 
+class Staged(NamedTuple):
+    """What a write's transaction left to publish: the source (its revision as committed),
+    its current bundle, and whether that is a new version."""
+
+    source: Source
+    bundle: Bundle
+    changed: bool
+
+
 class Staging:
     """The state ``Service`` and its mixins share (``Service.__init__`` sets it) and the
-    steps every write takes inside its transaction."""
+    steps every write takes."""
 
     store: Store
     catalog: Catalog
@@ -55,76 +70,35 @@ class Staging:
     keep_versions: int
     propagation_seconds: int | None
     clock: Callable[[], float]
-    # One per process, reentrant: a single-resource write holds it around ``mutate``.
+    # One per process, reentrant: a write holds it around its transaction, never around Redis.
     _lock: threading.RLock
-    # The write keys the running write transaction sent to Redis (None: no transaction), and
-    # whether ``_put_back`` is running (its own failures are left to the retry loop).
-    _touched: list[str] | None
-    _putting_back: bool
 
     if TYPE_CHECKING:  # Service's own (publisher/service.py), called by its mixins
         def workspace(self, slug: str) -> Workspace: ...
         def instance(self, source: Source, instance_id: str) -> Instance: ...
         def mutate(self, source: Source,
                    change: Callable[[list[Instance]], list[Instance]]) -> PublishResult: ...
-        def retry_pending(self, write_keys: Sequence[str] | None = None
-                          ) -> tuple[int, int]: ...
+        def _mutate(self, source: Source,
+                    change: Callable[[list[Instance]], list[Instance]]) -> Staged: ...
 
-    # -- commit, compile, publish --------------------------------------------------------
+    # -- inside the transaction: commit, compile, stage ------------------------------------
 
     @contextmanager
     def _writing(self) -> Iterator[None]:
-        """This process's write lock, then SQLite's, within one wait: a write waits at most
-        ``store.BUSY_TIMEOUT_MS`` for both together (then ``Busy``, a 503), however many
-        writes of this process or another are ahead of it, each holding the lock across a
-        Redis call of up to ``PUBLISHER_REDIS_TIMEOUT``. A write inside a write joins it."""
+        """This process's write lock, then SQLite's transaction, within one wait: a write
+        waits at most ``store.BUSY_TIMEOUT_MS`` for both together (then ``Busy``, a 503),
+        however many writes of this process or another are ahead of it. A write inside a
+        write joins it. Nothing inside calls Redis: ``_publish`` follows the COMMIT."""
         budget = store_module.BUSY_TIMEOUT_MS / 1000
         started = time.monotonic()
         if not self._lock.acquire(timeout=budget):
             raise Busy(f"the configuration database is busy: this publisher's other writes "
-                       f"held its write lock for {budget:g} s (Redis hung?); retry shortly")
-        outer = self._touched is None
-        if outer:
-            self._touched = []
+                       f"held its write lock for {budget:g} s; retry shortly")
         try:
             with self.store.transaction(wait=budget - (time.monotonic() - started)):
                 yield
-        except Exception:
-            # (an inner write's failure leaves the keys to the outer one, which may still
-            # fail or commit: only the outermost transaction knows what SQLite holds)
-            if outer and self._touched and not self._putting_back:
-                touched, self._touched = self._touched, None
-                self._put_back(touched)
-            raise
         finally:
-            if outer:
-                self._touched = None
             self._lock.release()
-
-    def _touch(self, *write_keys: str) -> None:
-        """Note, before a Redis write, whose Redis state the running transaction changes (a
-        write that timed out may have landed)."""
-        if self._touched is not None:
-            self._touched.extend(write_keys)
-
-    def _put_back(self, write_keys: list[str]) -> None:
-        """After a write transaction failed past its Redis step — its COMMIT, or a step after
-        it — bring those sources' Redis state back to what SQLite holds, so that a write
-        refused with an error is not served (nor a deletion refused not served): recorded
-        pending first, then retried at once. Were the database or Redis failing too, what is
-        recorded is left to ``serve``'s retry loop, and what is not to its check at start."""
-        keys = list(dict.fromkeys(write_keys))
-        self._putting_back = True
-        try:
-            with self.store.transaction():
-                self.store.mark_unpublished(keys)
-            self.retry_pending(keys)
-        except Exception as exc:  # (the write's own error is the one raised)
-            log.error("a write failed after its Redis step, and Redis could not be put back "
-                      "for %s (%s: %s): `serve` retries it, or run `republish --all`",
-                      ", ".join(keys), type(exc).__name__, exc)
-        finally:
-            self._putting_back = False
 
     @staticmethod
     def _same(a: Sequence[Instance], b: Sequence[Instance]) -> bool:
@@ -137,9 +111,8 @@ class Staging:
         return sorted(map(key, a)) == sorted(map(key, b))
 
     def _commit(self, source: Source, existing: Sequence[Instance],
-                desired: list[Instance], *, revision: int | None = None
-                ) -> tuple[Bundle, bool]:
-        """Validate and store ``desired``; returns the bundle to push (inside a transaction)."""
+                desired: list[Instance], *, revision: int | None = None) -> Staged:
+        """Validate and store ``desired``; returns what to publish after the COMMIT."""
         for inst in desired:
             check_text(inst.display_name, f"destination {inst.display_name!r}: display name")
             for f in inst.filters:
@@ -163,7 +136,7 @@ class Staging:
         if self._same(existing, desired) and revision is None:
             current = self.store.current_bundle(source.id)
             if current is not None:
-                return current, False
+                return Staged(source, current, False)
         self.store.replace_instances(source.id, desired)  # keeps or sets the timestamps
         if revision is None:
             rev = self.store.bump_revision(source.id)
@@ -177,21 +150,27 @@ class Staging:
             instances = self.store.list_instances(source.id)
         return compile_bytes(source, instances, self.catalog, self.compile_options)
 
-    def _stage(self, source: Source, instances: Sequence[Instance]) -> tuple[Bundle, bool]:
-        """Compile; record a new bundle version in SQLite when the bytes changed."""
+    def _stage(self, source: Source, instances: Sequence[Instance]) -> Staged:
+        """Compile; record a new bundle version in SQLite (and the outbox) when the bytes
+        changed."""
         data = self.compile(source, instances)
         current = self.store.current_bundle(source.id)
         if current is not None and current.json == data:
-            return current, False
+            return Staged(source, current, False)
         # No current bundle means none at all (current_bundle falls back to the newest).
         latest = self.store.latest_bundle(source.id) if current is not None else None
         version = (latest.version if latest else 0) + 1
         bundle = make_bundle(data, version=version, revision=source.revision,
                              published_at=int(self.clock()))
-        self.store.record_bundle(source.id, bundle)  # also makes it the current version
-        if version > self.keep_versions:
-            self.store.prune_bundles(source.id, self.keep_versions)
-        return bundle, True
+        self._record(source.id, bundle)
+        return Staged(source, bundle, True)
+
+    def _record(self, source_id: int, bundle: Bundle) -> None:
+        """Keep ``bundle`` as the source's current version (outbox record included) and prune
+        what falls out of the kept window."""
+        self.store.record_bundle(source_id, bundle)
+        if bundle.version > self.keep_versions:
+            self.store.prune_bundles(source_id, self.keep_versions)
 
     def _stage_unpublished(self, sources: Sequence[Source]) -> dict[int, Bundle]:
         """``_stage`` for sources without a current bundle, in a few statements for them all.
@@ -209,7 +188,7 @@ class Staging:
         new: list[tuple[int, Bundle]] = []
         for src in sources:
             if src.id in held:
-                staged[src.id], _ = self._stage(src, instances[src.id])
+                staged[src.id] = self._stage(src, instances[src.id]).bundle
                 continue
             bundle = make_bundle(self.compile(src, instances[src.id]), version=1,
                                  revision=src.revision, published_at=published_at)
@@ -218,57 +197,74 @@ class Staging:
         self.store.record_bundles(new)
         return staged
 
-    def _push(self, source: Source, bundle: Bundle, changed: bool) -> PublishResult:
-        """Write a staged bundle to Redis; a Redis failure leaves it pending, not lost.
 
-        Every caller pushes inside the write transaction that staged the bundle: SQLite's
-        write lock then orders the Redis writes of every publisher process as it orders their
-        commits, so a rollback (which forces the pointer) cannot land under a newer write
-        that another process committed first and published after it.
-        """
-        pending, error = False, ""
+    # -- after the COMMIT: publish ---------------------------------------------------------
+
+    def _publish(self, staged: Staged) -> PublishResult:
+        """Bring Redis to what SQLite holds for the staged source — a new bundle, or an
+        unchanged one Redis lacks — and say what happened. Runs after the write's COMMIT: a
+        Redis failure leaves the source in the outbox, the result ``pending``."""
+        if self.store.in_transaction():
+            raise RuntimeError("a write publishes after its COMMIT, not inside its transaction")
+        source, bundle, changed = staged
+        error = "no Redis configured" if changed and self.publisher is None else ""
         try:
-            behind = changed or self._redis_behind(source, bundle)
-        except redis.RedisError as exc:  # (one Redis timeout under the lock, not two)
-            self.store.mark_unpublished([source.write_key])
-            pending, error = True, _pending_error(exc)
-        else:
-            if behind:
-                pending, error = self._write_redis(source.write_key, bundle)
-        revision = self.store.get_source_by_write_key(source.write_key)
-        return self._result(source, bundle, changed, pending=pending, error=error,
-                            revision=revision.revision if revision else source.revision)
+            if self.publisher is not None and (changed or self._redis_behind(source.write_key,
+                                                                             bundle)):
+                self._deliver(source.write_key)
+        except redis.RedisError as exc:
+            if not changed:  # (a new version's record was committed with it)
+                self.store.mark_unpublished([source.write_key])
+            error = _pending_error(exc)
+        return self._result(source, bundle, changed, pending=bool(error), error=error)
 
-    def _redis_behind(self, source: Source, bundle: Bundle) -> bool:
+    def _committed(self, write_key: str) -> Bundle | None:
+        """The bundle the last COMMIT says Redis should serve (None: not a source, or never
+        published)."""
+        source = self.store.get_source_by_write_key(write_key)
+        return None if source is None else self.store.current_bundle(source.id)
+
+    def _deliver(self, write_key: str) -> None:
+        """Make Redis serve what SQLite has committed for ``write_key`` — its current bundle,
+        or nothing (deleted, or never published) — then clear its outbox record.
+
+        Redis's compare-and-set orders this against every other publish, in any process: a
+        version below the one served is refused. SQLite, read again after the pointer, then
+        says whether a newer commit is served (publish that: it is the current one) or Redis
+        serves a version SQLite never made current (replaced, but only over the pointer just
+        read). Raises ``redis.RedisError``; the record then stays for the retry loop.
+        """
+        assert self.publisher is not None
+        over: bytes | None = None
+        for _ in range(_ATTEMPTS):
+            bundle = self._committed(write_key)
+            if bundle is None:
+                self.publisher.delete_source(write_key)
+            elif not (self.publisher.write(write_key, bundle) if over is None
+                      else self.publisher.replace(write_key, bundle, over)):
+                served = self.publisher.pointer(write_key)
+                now = self._committed(write_key)
+                over = None
+                if served is not None and now is not None and now.version == bundle.version:
+                    log.warning("Redis served a version of %s above v%d, which SQLite does not "
+                                "hold as current; replaced", write_key, bundle.version)
+                    over = served
+                continue
+            try:
+                self.store.clear_delivered([(write_key, bundle.version if bundle else None)])
+            except (sqlite3.Error, Busy) as exc:  # published: the retry loop clears it
+                log.warning("%s is published, but its outbox record stays (%s)", write_key, exc)
+            return
+        raise redis.RedisError(f"Redis's pointer of {write_key} kept moving under this publish")
+
+    def _redis_behind(self, write_key: str, bundle: Bundle) -> bool:
         """Whether Redis's pointer differs from ``bundle``; raises ``redis.RedisError``."""
         if self.publisher is None:
             return False
         try:
-            return self.publisher.current(source.write_key) != (bundle.version, bundle.etag)
+            return self.publisher.current(write_key) != (bundle.version, bundle.etag)
         except (ValueError, UnicodeDecodeError):  # a malformed pointer
             return True
-
-    def _write_redis(self, write_key: str, bundle: Bundle, *,
-                     force: bool = False) -> tuple[bool, str]:
-        """Publish ``bundle``, SQLite's current one (``point`` it with ``force``); returns
-        ``(pending, error)``. Called inside the write transaction, so SQLite is the truth: a
-        higher version Redis serves (a commit that failed after its Redis step) is logged and
-        replaced."""
-        if self.publisher is None:
-            return True, "no Redis configured"
-        self._touch(write_key)
-        try:
-            if force:
-                self.publisher.point(write_key, bundle)
-            elif not self.publisher.write(write_key, bundle):
-                log.warning("Redis served a version of %s above v%d, which SQLite does not "
-                            "hold as current; replaced", write_key, bundle.version)
-                self.publisher.point(write_key, bundle)
-        except redis.RedisError as exc:
-            self.store.mark_unpublished([write_key])
-            return True, _pending_error(exc)
-        self.store.clear_unpublished([write_key])
-        return False, ""
 
     def _result(self, source: Source, bundle: Bundle, changed: bool, *, pending: bool = False,
                 error: str = "", revision: int | None = None) -> PublishResult:

@@ -48,9 +48,8 @@ __all__ = [
     "slugify",
 ]
 
-# How long a write waits for another process's write transaction. Every write holds its
-# transaction across one Redis call, which times out after PUBLISHER_REDIS_TIMEOUT (5 s by
-# default): a write behind it waits well past that before it gives up (Busy, a 503).
+# How long a write waits for another process's write transaction (no transaction holds a
+# Redis call: each publishes after its COMMIT) before it gives up (Busy, a 503).
 BUSY_TIMEOUT_MS = 15_000
 
 
@@ -73,9 +72,9 @@ class Store(SourcesMixin, InstancesMixin, BundlesMixin, CallersMixin):
                  reader: sqlite3.Connection | None = None) -> None:
         self._conn = conn
         # WAL lets a second connection read the last committed state while the first writes:
-        # a request that only reads never waits for a write, which holds its transaction
-        # across a Redis call (up to PUBLISHER_REDIS_TIMEOUT on a hung Redis). A ":memory:"
-        # database is one connection: reads then wait for a running write.
+        # a request that only reads never waits for a write, and a publish after a COMMIT
+        # reads what was committed. A ":memory:" database is one connection: reads then wait
+        # for a running write.
         self._reader = conn if reader is None else reader
         self._lock = threading.RLock()  # the write connection
         self._read_lock = self._lock if reader is None else threading.Lock()
@@ -166,6 +165,10 @@ class Store(SourcesMixin, InstancesMixin, BundlesMixin, CallersMixin):
                 raise
             finally:
                 self._depth, self._writer = 0, None
+
+    def in_transaction(self) -> bool:
+        """Whether the calling thread is inside ``transaction()``."""
+        return bool(self._depth) and self._writer == threading.get_ident()
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

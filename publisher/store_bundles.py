@@ -3,8 +3,10 @@
 SQLite keeps every published bundle until it is pruned, bytes included, and each source's
 ``current_version``: so ``republish --all`` can rebuild Redis byte for byte and a rollback
 still works after a Redis flush. A version, once recorded, never holds other bytes. The
-``unpublished`` table sits here too: the write keys whose current bundle (or deletion) Redis
-refused, which serve's retry loop in any publisher process on this database pushes again.
+``unpublished`` table sits here too — the outbox: recording a bundle records its source there
+in the same transaction, a deletion does too, and the record is cleared only once Redis holds
+what SQLite then holds (``clear_delivered``); what is left, serve's retry loop in any
+publisher process on this database pushes again.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ class BundlesMixin(StoreBase):
         self.record_bundles([(source_id, bundle)])
 
     def record_bundles(self, items: Sequence[tuple[int, Bundle]]) -> None:
-        """``record_bundle`` for many sources at once, in four statements whatever their number.
+        """``record_bundle`` for many sources at once, in five statements whatever their number.
 
-        In order, as if recorded one by one; all or nothing.
+        In order, as if recorded one by one; all or nothing. Each source goes into the outbox
+        (``unpublished``) in the same transaction.
         """
         if not items:
             return
@@ -62,11 +65,33 @@ class BundlesMixin(StoreBase):
             self._conn.executemany(
                 "UPDATE sources SET current_version = ? WHERE id = ?",
                 [(bundle.version, source_id) for source_id, bundle in items])
+            self._conn.execute(
+                "INSERT OR IGNORE INTO unpublished (write_key, since) SELECT write_key, ?"
+                " FROM sources WHERE id IN (SELECT value FROM json_each(?))",
+                (now_rfc3339(), ids))
+
+    def record_rollback(self, source_id: int, version: int, restores: int) -> None:
+        """Note that ``version`` (just recorded) copies the bytes of the earlier ``restores``."""
+        with self.transaction():
+            self._conn.execute("INSERT OR REPLACE INTO rollbacks (source_id, version, restores)"
+                               " VALUES (?, ?, ?)", (source_id, version, restores))
+
+    def rolled_back(self, source_ids: Sequence[int]) -> dict[int, int]:
+        """Those of ``source_ids`` whose current version is a rollback's copy (or, kept from
+        before rollbacks made versions, an older version than their newest), with the version
+        each serves the bytes of."""
+        rows = self._all(
+            "SELECT s.id, r.restores, s.current_version AS v FROM sources s"
+            " LEFT JOIN rollbacks r ON r.source_id = s.id AND r.version = s.current_version"
+            " WHERE s.id IN (SELECT value FROM json_each(?)) AND (r.restores IS NOT NULL"
+            "  OR s.current_version < (SELECT MAX(version) FROM bundles WHERE source_id = s.id))",
+            (id_list(source_ids),))
+        return {r["id"]: r["v"] if r["restores"] is None else r["restores"] for r in rows}
 
     def set_current(self, source_id: int, version: int, *, published_at: int | None = None
                     ) -> None:
-        """Make a kept version the one Redis should serve (rollback records itself here);
-        ``published_at`` re-dates it (a rollback serves it again from that time on)."""
+        """Make a kept version the one Redis should serve, without a new version (a rollback
+        makes one: ``record_rollback``); ``published_at`` re-dates it."""
         with self.transaction():
             if self.get_bundle(source_id, version) is None:
                 raise NotFound(f"version {version} of source {source_id} is not kept")
@@ -185,11 +210,23 @@ class BundlesMixin(StoreBase):
                     "INSERT OR IGNORE INTO unpublished (write_key, since) VALUES (?, ?)", rows)
 
     def clear_unpublished(self, write_keys: Iterable[str]) -> None:
-        """Redis has these sources as SQLite does again."""
+        """Drop these sources' outbox records, whatever SQLite holds for them."""
         keys = [(key,) for key in write_keys]
         if keys and self._one("SELECT 1 FROM unpublished LIMIT 1") is not None:
             with self.transaction():
                 self._conn.executemany("DELETE FROM unpublished WHERE write_key = ?", keys)
+
+    def clear_delivered(self, delivered: Iterable[tuple[str, int | None]]) -> None:
+        """Clear the outbox records of ``(write_key, version)`` Redis now serves (``None``:
+        Redis holds nothing of the source), each only while SQLite's current version is still
+        that one (none: the source deleted or never published): the record of a newer commit
+        stays for it."""
+        rows = [(key, key, version) for key, version in delivered]
+        if rows and self._one("SELECT 1 FROM unpublished LIMIT 1") is not None:
+            with self.transaction():
+                self._conn.executemany(
+                    "DELETE FROM unpublished WHERE write_key = ? AND"
+                    " (SELECT current_version FROM sources WHERE write_key = ?) IS ?", rows)
 
     def unpublished(self) -> list[str]:
         return [r["write_key"] for r in

@@ -91,8 +91,13 @@ CREATE TABLE IF NOT EXISTS tokens (
     created_at   TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS unpublished (
-    write_key TEXT PRIMARY KEY,  -- Redis may not serve what SQLite holds for it (a publish or a
-    since     TEXT NOT NULL      -- deletion Redis refused): serve's retry loop, any process's
+    write_key TEXT PRIMARY KEY,  -- the outbox: Redis may not serve what SQLite holds for it
+    since     TEXT NOT NULL      -- (committed with each new bundle and deletion, cleared once
+);                               -- Redis has it; what a failed publish leaves, serve retries)
+CREATE TABLE IF NOT EXISTS rollbacks (
+    source_id INTEGER PRIMARY KEY REFERENCES sources(id) ON DELETE CASCADE,
+    version   INTEGER NOT NULL,  -- the version a rollback made: a copy of the bytes of
+    restores  INTEGER NOT NULL   -- this earlier version (rolled back while still current)
 );
 CREATE TABLE IF NOT EXISTS webhook_events (
     event_id    TEXT PRIMARY KEY,

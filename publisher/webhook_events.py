@@ -2,6 +2,7 @@
 
 Unlike a Config API write, an event is recorded in the transaction that applies it: a resend
 gets the first reply back, and a refused event leaves no record to block its corrected resend.
+The reply recorded is replaced when the publish after the COMMIT is left pending.
 """
 
 from __future__ import annotations
@@ -62,13 +63,13 @@ class WebhookEvents(SpecBuilder, Staging):
                 return 200, body, False
             existing = self.store.list_instances(source.id)
             desired = self.build_instances(source, existing, specs)
-            bundle, changed = self._commit(source, existing, desired, revision=revision)
+            staged = self._commit(source, existing, desired, revision=revision)
             source = replace(source, revision=revision)
-            result = self._result(source, bundle, changed, revision=revision)
+            result = self._result(source, staged.bundle, staged.changed, revision=revision)
             body = {"status": "applied", "event_id": event_id, **render(source, result)}
             self.store.record_webhook_event(event_id, source.id, 200, body)
-            pushed = self._push(source, bundle, changed)
-            if pushed.pending:  # a duplicate delivery gets this reply, not the one recorded
-                body = {**body, **render(source, pushed)}
-                self.store.update_webhook_response(event_id, body)
-            return 200, body, False
+        published = self._publish(staged._replace(source=source))
+        if published.pending:  # a duplicate delivery gets this reply, not the one recorded
+            body = {**body, **render(source, published)}
+            self.store.update_webhook_response(event_id, body)
+        return 200, body, False

@@ -33,6 +33,7 @@ from publisher.errors import InvalidArgument, PayloadTooLarge, type_name
 from publisher.model import SOURCE_TYPES
 from publisher.service import InstanceSpec, PublishResult, Service, check_slug, check_write_key
 from publisher.specs import check_text
+from publisher.staging import Staged
 
 _TOP = {"workspace", "sources"}
 _SOURCE = {"slug", "name", "type", "write_key", "destinations"}
@@ -170,10 +171,9 @@ def read(path: Path, max_bytes: int) -> bytes:
 
 
 def apply(service: Service, decl: WorkspaceDecl) -> list[tuple[str, PublishResult]]:
-    """Apply a parsed file in one transaction, which pushes the changed bundles to Redis as
-    its last step."""
+    """Apply a parsed file in one transaction, then publish the changed bundles to Redis."""
     store = service.store
-    staged = []
+    staged: list[Staged] = []
     with service._writing():
         ws = store.get_workspace(decl.slug) or store.create_workspace(decl.slug, decl.name)
         for src in decl.sources:
@@ -206,14 +206,11 @@ def apply(service: Service, decl: WorkspaceDecl) -> list[tuple[str, PublishResul
             try:
                 desired = service.build_instances(source, existing, src.destinations)
                 if created and not desired:
-                    bundle, changed = service._stage(source, [])
+                    staged.append(service._stage(source, []))
                 else:
-                    bundle, changed = service._commit(source, existing, desired)
+                    staged.append(service._commit(source, existing, desired))
             except InvalidArgument as exc:
                 exc.located(f"source {src.slug!r}")
                 raise
-            staged.append((source, bundle, changed))
-        # Every source checked: publish inside the transaction, as every write does
-        # (SQLite's write lock orders the Redis writes of all publisher processes).
-        return [(src.slug, service._push(src, bundle, changed))
-                for src, bundle, changed in staged]
+    # Every source checked and committed: publish each (a failure leaves it pending)
+    return [(st.source.slug, service._publish(st)) for st in staged]

@@ -146,8 +146,8 @@ def test_a_source_deleted_while_redis_is_down_is_deleted_from_redis_later(
 @pytest.mark.parametrize("recover", ["retry_pending", "republish_all"])
 def test_a_rollback_redis_missed_is_restored(service: Service, redis_client: redis.Redis,
                                              recover: str) -> None:
-    """A rollback Redis refused is published later, down to the lower version, by the retry
-    loop and by republish --all alike; a source merely behind is not moved back."""
+    """A rollback Redis refused is published later (version 1's bytes as version 3), by the
+    retry loop and by republish --all alike; a source merely behind is not moved back."""
     src, other = source(service, 0, "one"), source(service, 1)
     service.publish(src)
     service.store.replace_instances(src.id, [])
@@ -164,7 +164,9 @@ def test_a_rollback_redis_missed_is_restored(service: Service, redis_client: red
     else:
         list(service.republish_all())
 
-    assert served_version(redis_client, src.write_key) == 1
+    assert served_version(redis_client, src.write_key) == 3
+    assert redis_client.hget(keyspace.version_key(src.write_key, 3), "etag") \
+        == redis_client.hget(keyspace.version_key(src.write_key, 1), "etag")
     assert served_version(redis_client, other.write_key) == newer.version == 2
 
 
@@ -346,9 +348,9 @@ def test_pending_outlives_the_process_that_wrote_it(tmp_path: Path, redis_client
 
 def race(service: Service, method: str, first: Callable[[], object],
          second: Callable[[], object]) -> None:
-    """Run ``first`` until it calls ``service.publisher.<method>`` (its Redis step, inside
-    its transaction), then ``second`` beside it for 0.5 s — enough to finish unless it waits
-    for ``first``'s transaction — then let ``first`` go on, and wait for both."""
+    """Run ``first`` until it calls ``service.publisher.<method>`` (its Redis step, after
+    its COMMIT), then ``second`` beside it for 0.5 s — enough to finish unless it waits for
+    ``first`` — then let ``first`` go on, and wait for both."""
     assert service.publisher is not None
     writing, go_on = threading.Event(), threading.Event()
     call = getattr(service.publisher, method)
@@ -372,9 +374,9 @@ def race(service: Service, method: str, first: Callable[[], object],
 
 def test_republish_and_another_process_rollback_do_not_interleave(
         tmp_path: Path, redis_client: redis.Redis) -> None:
-    """republish --all reads a page and writes it to Redis inside one write transaction: a
-    rollback committed by another process meanwhile waits, then lands last, so Redis ends
-    with what SQLite holds (before: republish wrote the version rolled away over it)."""
+    """A rollback committed and published by another process while republish --all has read
+    a page but not yet written it lands last: Redis refuses republish's older version, and
+    ends with what SQLite holds (before: republish wrote the version rolled away over it)."""
     db = str(tmp_path / "config.db")
     with Store.open(db) as first, Store.open(db) as second:
         republisher = Service(first, default_catalog(), RedisPublisher(redis_client))
@@ -386,17 +388,19 @@ def test_republish_and_another_process_rollback_do_not_interleave(
         race(republisher, "write_many", lambda: list(republisher.republish_all()),
              lambda: other.rollback(src, 1))
 
-        current = second.current_bundle(src.id)
-    assert current is not None and current.version == 1
-    assert served_version(redis_client, src.write_key) == 1
+        current, first_bundle = second.current_bundle(src.id), second.get_bundle(src.id, 1)
+    assert current is not None and current.version == 3  # version 1's bytes, as version 3
+    assert first_bundle is not None and current.etag == first_bundle.etag
+    assert served_version(redis_client, src.write_key) == 3
 
 
 def test_a_write_and_another_process_rollback_do_not_interleave(
         tmp_path: Path, redis_client: redis.Redis) -> None:
-    """A write publishes to Redis inside its transaction: a rollback by another process (the
-    CLI beside serve) waits for it, then lands last. Before, the write committed v3, the
-    rollback pointed Redis at v1, then the write published v3 over it: Redis served v3 while
-    SQLite's current version was v1, and nothing recorded the difference."""
+    """A rollback by another process (the CLI beside serve) committed and published between
+    a write's COMMIT (v3) and its publish lands last: it is v4, and Redis refuses the
+    write's older v3. Before, the rollback pointed Redis at v1, then the write published v3
+    over it: Redis served v3 while SQLite's current version was v1, and nothing recorded the
+    difference."""
     db = str(tmp_path / "config.db")
     with Store.open(db) as first, Store.open(db) as second:
         writer = Service(first, default_catalog(), RedisPublisher(redis_client))
@@ -411,16 +415,17 @@ def test_a_write_and_another_process_rollback_do_not_interleave(
         race(writer, "write", lambda: writer.publish(src),  # v3
              lambda: other.rollback(src, 1))
 
-        current = second.current_bundle(src.id)
-    assert current is not None and current.version == 1
-    assert served_version(redis_client, src.write_key) == 1
+        current, first_bundle = second.current_bundle(src.id), second.get_bundle(src.id, 1)
+    assert current is not None and current.version == 4  # version 1's bytes, as version 4
+    assert first_bundle is not None and current.etag == first_bundle.etag
+    assert served_version(redis_client, src.write_key) == 4
 
 
 def test_apply_and_another_process_rollback_do_not_interleave(
         tmp_path: Path, redis_client: redis.Redis) -> None:
-    """`apply` (the workspace file) publishes inside its transaction too: a rollback by
-    another process waits for it and lands last. Before, apply committed v2, the rollback
-    pointed Redis at v1, then apply published v2 over it."""
+    """`apply` (the workspace file) too: a rollback by another process committed and
+    published between apply's COMMIT (v2) and its publish lands last (v3). Before, the
+    rollback pointed Redis at v1, then apply published v2 over it."""
     def file(api_key: str) -> bytes:
         return orjson.dumps({"workspace": {"slug": "acme", "name": "Acme"}, "sources": [{
             "slug": "site", "name": "Site", "type": "web", "write_key": "acmeSiteWriteKey0000",
@@ -438,14 +443,15 @@ def test_apply_and_another_process_rollback_do_not_interleave(
              lambda: workspace_file.apply(applier, workspace_file.parse(file("two"))),  # v2
              lambda: other.rollback(src, 1))
 
-        current = second.current_bundle(src.id)
-    assert current is not None and current.version == 1
-    assert served_version(redis_client, src.write_key) == 1
+        current, first_bundle = second.current_bundle(src.id), second.get_bundle(src.id, 1)
+    assert current is not None and current.version == 3  # version 1's bytes, as version 3
+    assert first_bundle is not None and current.etag == first_bundle.etag
+    assert served_version(redis_client, src.write_key) == 3
 
 
 def _redis_ahead(service: Service, src: Source) -> None:
-    """Redis serves v5 of ``src``, which SQLite never committed (a commit that failed after
-    its Redis step, or a publisher stopped between the two)."""
+    """Redis serves v5 of ``src``, which SQLite never made current (a copy of another
+    database's Redis, or a source deleted and made again with the same write key)."""
     assert service.publisher is not None
     service.publisher.write(src.write_key, make_bundle(b'{"never":"committed"}', version=5,
                                                        revision=9, published_at=1))
@@ -516,9 +522,8 @@ def _next_commit_fails(service: Service) -> Iterator[None]:
 
 def test_a_write_whose_commit_fails_is_not_served(service: Service,
                                                   redis_client: redis.Redis) -> None:
-    """A write refused because its COMMIT failed after its Redis step is put back at once:
-    Redis serves SQLite's version again, and nothing is left pending. Before, Redis served
-    the refused version until the source's next write, `republish --all` or serve's restart."""
+    """A write refused because its COMMIT failed is not published (the publish follows the
+    COMMIT): Redis serves SQLite's version, and nothing is left pending."""
     src = source(service, 0)
     first = service.publish(src)
     service.store.replace_instances(src.id, [])
@@ -533,8 +538,8 @@ def test_a_write_whose_commit_fails_is_not_served(service: Service,
 
 def test_a_deletion_whose_commit_fails_is_still_served(service: Service,
                                                        redis_client: redis.Redis) -> None:
-    """A source whose deletion failed to commit is served again (it was deleted from Redis
-    inside the transaction): a refused deletion does not take a site's settings away."""
+    """A source whose deletion failed to commit is still served (the Redis deletion follows
+    the COMMIT): a refused deletion does not take a site's settings away."""
     src = source(service, 0)
     service.publish(src)
 
@@ -548,7 +553,7 @@ def test_a_deletion_whose_commit_fails_is_still_served(service: Service,
 
 def test_a_new_source_whose_commit_fails_is_not_served(service: Service,
                                                        redis_client: redis.Redis) -> None:
-    """A source whose creation failed to commit is deleted from Redis again."""
+    """A source whose creation failed to commit is not in Redis."""
     service.store.create_workspace("acme", "Acme")
 
     with _next_commit_fails(service):
@@ -558,28 +563,43 @@ def test_a_new_source_whose_commit_fails_is_not_served(service: Service,
     assert redis_client.get(keyspace.current_key("acmeShopWriteKey0001")) is None
 
 
-def test_a_nested_write_failing_after_its_redis_step_is_not_served(
-        service: Service, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A single-resource edit (a write inside a write) that fails after its Redis step is put
-    back as a plain write is: the inner write's failure does not drop what the outer one must
-    undo."""
+def test_a_nested_write_whose_commit_fails_is_not_served(service: Service,
+                                                         redis_client: redis.Redis) -> None:
+    """A single-resource edit (its result read back inside its transaction) whose COMMIT
+    fails is not published, and leaves nothing pending."""
     src = source(service, 0)
     service.publish(src)
-    real, calls = service.store.clear_unpublished, []
 
-    def fails_once(write_keys: Any) -> None:
-        calls.append(write_keys)
-        if len(calls) == 1:
-            raise sqlite3.OperationalError("disk I/O error")
-        real(write_keys)
-
-    monkeypatch.setattr(service.store, "clear_unpublished", fails_once)
-    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+    with _next_commit_fails(service):
         service.update_instance(src, "amp", {"enabled": False})
 
     assert service.store.current_bundle(src.id).version == 1  # type: ignore[union-attr]
     assert served_version(redis_client, src.write_key) == 1
     assert not service.pending
+
+
+def test_a_published_write_whose_record_cannot_be_cleared_is_accepted(
+        service: Service, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write committed and published whose outbox record cannot then be cleared (the
+    database failing) is accepted, not an error: the record stays, and the retry clears it
+    without writing Redis again."""
+    src = source(service, 0)
+    service.publish(src)
+    real, calls = service.store.clear_delivered, []
+
+    def fails_once(delivered: Any) -> None:
+        calls.append(delivered)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        real(delivered)
+
+    monkeypatch.setattr(service.store, "clear_delivered", fails_once)
+    _, result = service.update_instance(src, "amp", {"enabled": False})
+
+    assert result.version == 2 and not result.pending
+    assert served_version(redis_client, src.write_key) == 2
+    assert service.pending == {src.write_key}
+    assert service.retry_pending() == (0, 0)
 
 
 def test_a_first_publish_whose_commit_fails_is_not_served(service: Service,
@@ -596,28 +616,27 @@ def test_a_first_publish_whose_commit_fails_is_not_served(service: Service,
     assert not service.pending
 
 
-def test_what_cannot_be_put_back_is_left_pending(service: Service,
-                                                 redis_client: redis.Redis) -> None:
-    """When Redis fails as the failed write is put back, the source is recorded pending: the
-    retry loop puts it back later. The write's own error is the one raised."""
+def test_a_write_whose_commit_fails_does_not_call_redis(service: Service,
+                                                        redis_client: redis.Redis) -> None:
+    """Nothing reaches Redis before the COMMIT: a write whose COMMIT fails makes no Redis
+    write at all, so there is nothing to put back."""
     assert service.publisher is not None
     src = source(service, 0)
     service.publish(src)
     service.store.replace_instances(src.id, [])
+    calls: list[str] = []
+    for name in ("write", "replace", "point", "write_many", "delete_source"):
+        def record(*args: Any, _name: str = name, **kwargs: Any) -> None:
+            calls.append(_name)
+        setattr(service.publisher, name, record)
 
-    def refused(write_key: str, bundle: Any) -> None:
-        raise redis.ConnectionError("refused")
-
-    good_point = service.publisher.point
-    service.publisher.point = refused  # type: ignore[method-assign]
     with _next_commit_fails(service):
         service.publish(src)
-    ahead, pending = served_version(redis_client, src.write_key), service.pending
-    service.publisher.point = good_point  # type: ignore[method-assign]
-    retried = service.retry_pending()
+    with _next_commit_fails(service):
+        service.delete_source(src)
 
-    assert ahead == 2 and pending == {src.write_key}
-    assert retried == (1, 0) and served_version(redis_client, src.write_key) == 1
+    assert calls == [] and not service.pending
+    assert served_version(redis_client, src.write_key) == 1
 
 
 def test_publish_all_skips_a_source_that_no_longer_compiles(service: Service,
@@ -661,12 +680,12 @@ def test_a_run_over_many_pages_waits_for_redis_once(service: Service, run: str) 
     assert service.pending == {s.write_key for s in sources}
 
 
-def test_a_new_source_is_published_before_another_process_sees_it(
+def test_a_new_source_publish_does_not_cover_another_process_write(
         tmp_path: Path, redis_client: redis.Redis) -> None:
-    """create_source publishes inside its transaction: another process sees the source only
-    once Redis has its first version, so its own write (v2) lands last. Before, the create
-    committed, the other process published v2, then the create's v1 was found below it and
-    forced over it: Redis served v1 while SQLite's current version was v2."""
+    """Another process's write (v2) committed and published between create_source's COMMIT
+    and its publish wins: Redis refuses the create's older v1. Before, the create's v1 was
+    found below v2 and forced over it: Redis served v1 while SQLite's current version was
+    v2."""
     db = str(tmp_path / "config.db")
     key = "acmeNewWriteKey00000"
     with Store.open(db) as first, Store.open(db) as second:

@@ -90,9 +90,9 @@ def test_republish_refuses_what_the_compiler_refuses(service: Service,
 
 
 def test_rollback_is_dated_when_it_happens(service: Service, redis_client: redis.Redis) -> None:
-    """A rollback re-dates the version it serves again (SQLite and Redis): Last-Modified and
-    visible_everywhere_by count from the rollback, not from the version's first publish. A
-    rollback to the version already served changes nothing."""
+    """A rollback serves the old bytes as a new version dated now (SQLite and Redis):
+    Last-Modified and visible_everywhere_by count from the rollback, not from the version's
+    first publish. A rollback to the bytes already served changes nothing."""
     clock = [1_700_000_000.0]
     service.clock = lambda: clock[0]
     service.propagation_seconds = 512
@@ -109,7 +109,8 @@ def test_rollback_is_dated_when_it_happens(service: Service, redis_client: redis
     assert back.changed and back.published_at == 1_700_003_660
     assert back.visible_everywhere_by == 1_700_003_660 + 512
     assert not same.changed and same.published_at == back.published_at
-    stored = service.store.get_bundle(src.id, 1)
+    assert back.version == 3 and same.version == 3
+    stored = service.store.get_bundle(src.id, 3)
     assert stored is not None and stored.published_at == 1_700_003_660
-    assert redis_client.hget(keyspace.version_key(src.write_key, 1), "published_at") \
+    assert redis_client.hget(keyspace.version_key(src.write_key, 3), "published_at") \
         == b"1700003660"

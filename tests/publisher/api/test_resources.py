@@ -281,7 +281,8 @@ def test_catalog_pagination_walks_every_entry(reader: Api, service: Service) -> 
 
 def test_publish_status_versions_and_rollback(writer: Api, site: dict[str, Any],
                                               redis_client: redis.Redis) -> None:
-    """Publish status reports the current version; rollback serves a kept version again."""
+    """Publish status reports the current version; rollback serves a kept version's bytes
+    again as a new version."""
     write_key = site["source"]["write_keys"][0]
     add_amplitude(writer, enabled=True)
 
@@ -296,11 +297,13 @@ def test_publish_status_versions_and_rollback(writer: Api, site: dict[str, Any],
     assert body["current_version"] == 2
     assert [(v["version"], v["current"]) for v in body["versions"]] == [(1, False), (2, True)]
 
+    first_etag = writer.call("GET", SRC + "/versions")[1]["versions"][0]["etag"]
     status, body = writer.call("POST", SRC + "/rollback", {"version": 1})
     assert status == 200, body
-    assert body["bundle"]["version"] == 1
+    assert body["bundle"]["version"] == 3  # version 1's bytes, as a new version
+    assert body["bundle"]["etag"] == first_etag
     assert "Amplitude" not in served(redis_client, write_key)["integrations"]
-    assert writer.call("GET", SRC + "/publish")[1]["version"] == 1
+    assert writer.call("GET", SRC + "/publish")[1]["version"] == 3
 
 
 @pytest.mark.parametrize(("version", "status"), [
