@@ -87,13 +87,18 @@ DOCUMENTS: dict[Path, tuple[str, ...]] = {
 }
 
 
+def _literally(block: str) -> Callable[[re.Match[str]], str]:
+    """A replacement that inserts ``block`` as it is (a string would expand its backslashes)."""
+    return lambda _match: block
+
+
 def render(text: str, names: tuple[str, ...] = DOCUMENTS[README],
            where: str = "README.md") -> str:
     for name in names:
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
         block = f"{start}\n{BLOCKS[name]()}\n{end}"
         pattern = re.compile(re.escape(start) + r"(?:.*?" + re.escape(end) + r")?", re.S)
-        text, n = pattern.subn(lambda _m, b=block: b, text, count=1)
+        text, n = pattern.subn(_literally(block), text, count=1)
         if n != 1:
             raise SystemExit(f"{where} has no {start} marker")
     return text
