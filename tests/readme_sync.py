@@ -1,7 +1,8 @@
-"""The parts of README.md generated from code, and the check that they are current.
+"""The parts of README.md and docs/ generated from code, and the check that they are current.
 
-Each ``<!-- name -->`` … ``<!-- /name -->`` block in the README is owned by a function here.
-``python -m tests.readme_sync --write`` rewrites them; ``tests/test_readme.py`` compares.
+Each ``<!-- name -->`` … ``<!-- /name -->`` block of a document in ``DOCUMENTS`` is owned by a
+function here. ``python -m tests.readme_sync --write`` rewrites them; ``tests/test_readme.py``
+compares.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+README = ROOT / "README.md"
+PROPAGATION = ROOT / "docs" / "PROPAGATION.md"
 
 
 def publisher_settings() -> str:
@@ -77,23 +80,41 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "settings:edge": edge_settings,
     "propagation": propagation,
 }
+# Which blocks each document holds (each block lives in exactly one).
+DOCUMENTS: dict[Path, tuple[str, ...]] = {
+    README: ("settings:publisher", "settings:edge"),
+    PROPAGATION: ("propagation",),
+}
 
 
-def render(text: str) -> str:
-    for name, func in BLOCKS.items():
+def _literally(block: str) -> Callable[[re.Match[str]], str]:
+    """A replacement that inserts ``block`` as it is (a string would expand its backslashes)."""
+    return lambda _match: block
+
+
+def render(text: str, names: tuple[str, ...] = DOCUMENTS[README],
+           where: str = "README.md") -> str:
+    for name in names:
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
-        block = f"{start}\n{func()}\n{end}"
+        block = f"{start}\n{BLOCKS[name]()}\n{end}"
         pattern = re.compile(re.escape(start) + r"(?:.*?" + re.escape(end) + r")?", re.S)
-        text, n = pattern.subn(lambda _m, b=block: b, text, count=1)
+        text, n = pattern.subn(_literally(block), text, count=1)
         if n != 1:
-            raise SystemExit(f"README.md has no {start} marker")
+            raise SystemExit(f"{where} has no {start} marker")
     return text
 
 
+def render_document(path: Path) -> tuple[str, str]:
+    """``(current, wanted)`` text of one document in ``DOCUMENTS``."""
+    current = path.read_text()
+    return current, render(current, DOCUMENTS[path], str(path.relative_to(ROOT)))
+
+
 if __name__ == "__main__":
-    current = README.read_text()
-    wanted = render(current)
-    if "--write" in sys.argv:
-        README.write_text(wanted)
-    elif wanted != current:
-        raise SystemExit("README.md is out of date: run scripts/sync-readme")
+    for path in DOCUMENTS:
+        current, wanted = render_document(path)
+        if "--write" in sys.argv:
+            if wanted != current:
+                path.write_text(wanted)
+        elif wanted != current:
+            raise SystemExit(f"{path.relative_to(ROOT)} is out of date: run scripts/sync-readme")

@@ -1,15 +1,20 @@
-"""README.md stays true to the code."""
+"""README.md and docs/ stay true to the code."""
 
 from __future__ import annotations
 
-from tests.readme_sync import README, render
+from pathlib import Path
+
+import pytest
+
+from tests.readme_sync import DOCUMENTS, README, ROOT, render_document
 
 
-def test_generated_readme_blocks_match_the_code() -> None:
-    """The settings tables and the propagation example in README.md are what the code says."""
-    current = README.read_text()
+@pytest.mark.parametrize("path", list(DOCUMENTS), ids=lambda p: str(p.relative_to(ROOT)))
+def test_generated_blocks_match_the_code(path: Path) -> None:
+    """The generated blocks (settings tables, propagation example) are what the code says."""
+    current, wanted = render_document(path)
 
-    assert render(current) == current, "README.md is out of date: run scripts/sync-readme"
+    assert wanted == current, f"{path.relative_to(ROOT)} is out of date: run scripts/sync-readme"
 
 
 def test_readme_shows_the_two_commands() -> None:
