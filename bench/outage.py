@@ -179,9 +179,12 @@ def measure(s: Setup, published: list[Published]) -> None:
         counters = _edge_counters(edge.port)
     finally:
         procs.resume(redis_proc)
-        if client is not None and client.poll() is None:
-            client.kill()
-            client.wait()
+        if client is not None:
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+            if client.stdout is not None:
+                client.stdout.close()
         procs.stop(edge)
     record = json.loads(out.read_text())
     windows = summarize(record, frozen_at, resumed_at)
