@@ -119,6 +119,7 @@ def measure(s: Setup, published: list[Published]) -> None:
     hot = published[:cfg.sources]
     cold = published[cfg.sources:]
     total = cfg.outage_before + cfg.outage_frozen + cfg.outage_recovery
+    started = time.monotonic()
     cfg.log(f"scenario outage (Redis frozen {cfg.outage_frozen:g} s of {total:g} s; "
             f"{cfg.outage_rate:,} requests/s open loop over {len(hot):,} held keys, "
             f"{cfg.outage_cold_share:.0%} to {len(cold):,} keys not held; "
@@ -200,8 +201,8 @@ def measure(s: Setup, published: list[Published]) -> None:
                         for kind, by in windows.items()},
         outage_edge=counters,
     )
+    x["outage_phase_seconds"] = time.monotonic() - started
     for line in report.outage_lines(x):
         cfg.log(f"  {line}")
-    if counters:
-        cfg.log("  edge counters over the phase: " + ", ".join(
-            f"{k} {v:,.0f}" for k, v in counters.items()))
+    cfg.log(f"  outage phase: {x['outage_phase_seconds']:.0f} s; edge counters: " + (", ".join(
+        f"{k} {v:,.0f}" for k, v in counters.items()) or "not read"))
