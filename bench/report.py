@@ -92,6 +92,7 @@ class Results:
 
 
 OUTAGE_WINDOWS = ("before", "frozen", "recovery")
+OUTAGE_CLIENT_LATE_MS = 1.0  # above it, a noise note: the open-loop client fell behind
 
 
 def outage_lines(x: dict[str, Any]) -> list[str]:
@@ -159,6 +160,12 @@ def noise_notes(results: Results, *, throughput_scenarios: Sequence[str]) -> lis
         errors = sum(r.socket_errors for r in runs)
         if errors:
             notes.append(f"{scenario}/{target}: {errors} socket errors")
+    for kind, by in results.extra.get("outage_windows", {}).items():
+        for name, w in by.items():
+            late = w.get("late_p99_ms")
+            if late is not None and late > OUTAGE_CLIENT_LATE_MS:
+                notes.append(f"outage {kind}-keys {name}: the client sent its requests up to "
+                             f"{late:.1f} ms late (p99); their latencies include that")
     return notes
 
 

@@ -91,3 +91,13 @@ def test_no_outage_phase_no_verdict() -> None:
     checks = {c.name: c for c in report.checks(report.Results())}
     assert checks["outage p99 seen-keys (Redis frozen)"].passed is None
     assert checks["outage bad answers seen-keys"].passed is None
+
+
+def test_a_late_client_is_named_in_the_noise_notes() -> None:
+    # Given a frozen window whose requests the client sent up to 300 ms late
+    extra = _extra(800.0, 3.0, 0)
+    extra["outage_windows"]["seen"]["frozen"]["late_p99_ms"] = 295.7  # type: ignore[index]
+    notes = report.noise_notes(report.Results(extra=extra), throughput_scenarios=())
+    # Then the notes say so, for that window only
+    assert notes == ["outage seen-keys frozen: the client sent its requests up to 295.7 ms "
+                     "late (p99); their latencies include that"]
