@@ -15,7 +15,8 @@ from importlib.metadata import version
 from pathlib import Path
 
 from bench import report
-from bench.runner import PHASES, BenchConfig, main_log, run
+from bench.context import PHASES, BenchConfig
+from bench.runner import main_log, run
 
 
 def _tool_version(argv: list[str]) -> str:
@@ -85,6 +86,12 @@ def render(cfg: BenchConfig, results: report.Results, info: dict[str, str]) -> s
           for k, v in x.items() if k.startswith(("republish", "store_", "rss", "held",
                                                  "instant", "polling", "api_"))),
         "",
+        "## Outage (Redis frozen)",
+        "",
+        "```",
+        *(report.outage_lines(x) or ["not run"]),
+        "```",
+        "",
         "## Targets",
         "",
         report.checks_table(report.checks(results)),
@@ -117,6 +124,19 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds of unrecorded load per server before a scenario (%(default)s)")
     p.add_argument("--poll-refresh", type=float, default=d.poll_refresh,
                    help="EDGE_REFRESH_INTERVAL of the polling-mode latency run (%(default)s)")
+    p.add_argument("--outage-frozen", type=float, default=d.outage_frozen,
+                   help="outage phase: seconds Redis is frozen (%(default)s)")
+    p.add_argument("--outage-before", type=float, default=d.outage_before,
+                   help="outage phase: seconds of normal service first (%(default)s)")
+    p.add_argument("--outage-recovery", type=float, default=d.outage_recovery,
+                   help="outage phase: seconds measured after Redis resumes (%(default)s)")
+    p.add_argument("--outage-refresh", type=float, default=d.outage_refresh,
+                   help="outage phase: the edge's EDGE_REFRESH_INTERVAL (%(default)s)")
+    p.add_argument("--outage-rate", type=int, default=d.outage_rate,
+                   help="outage phase: requests per second, open loop (%(default)s)")
+    p.add_argument("--outage-cold-share", type=float, default=d.outage_cold_share,
+                   help="outage phase: share of requests for keys the edge does not hold "
+                   "(%(default)s)")
     p.add_argument("--results-dir", type=Path, default=d.results_dir)
     return p
 
@@ -128,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser().error(f"--phases: unknown phase(s) {', '.join(unknown)}; "
                        f"choose from {', '.join(PHASES)}")
-    for name in ("sources", "total_sources", "rounds", "connections", "changes"):
+    for name in ("sources", "total_sources", "rounds", "connections", "changes",
+                 "outage_rate"):
         if getattr(args, name) < 1:
             parser().error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.total_sources < args.sources:
@@ -138,11 +159,19 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(f"--duration must be > 0, got {args.duration}")
     if args.warmup < 0 or args.poll_refresh <= 0 or args.republish_timeout <= 0:
         parser().error("--warmup must be >= 0, --poll-refresh and --republish-timeout > 0")
+    for name in ("outage_frozen", "outage_before", "outage_recovery", "outage_refresh"):
+        if getattr(args, name) <= 0:
+            parser().error(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if not 0 <= args.outage_cold_share < 1:
+        parser().error(f"--outage-cold-share must be in [0, 1), got {args.outage_cold_share}")
     cfg = replace(BenchConfig(), sources=args.sources, total_sources=args.total_sources,
                   duration=args.duration, rounds=args.rounds, connections=args.connections,
                   changes=args.changes, phases=phases,
                   republish_timeout=args.republish_timeout, warmup=args.warmup,
-                  poll_refresh=args.poll_refresh, results_dir=args.results_dir,
+                  poll_refresh=args.poll_refresh, outage_frozen=args.outage_frozen,
+                  outage_before=args.outage_before, outage_recovery=args.outage_recovery,
+                  outage_refresh=args.outage_refresh, outage_rate=args.outage_rate,
+                  outage_cold_share=args.outage_cold_share, results_dir=args.results_dir,
                   command=shlex.join(["bench/run", *(argv if argv is not None
                                                      else sys.argv[1:])]),
                   log=main_log())

@@ -73,6 +73,14 @@ def _proc_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
+def run_state(pid: int) -> str:
+    """The kernel's state letter of a process (R, S, D, T stopped, ...); "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ""
+
+
 def _children(pid: int) -> list[int]:
     kids: list[int] = []
     try:
@@ -115,6 +123,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     port: int
     log: Path
+    paused: bool = False  # SIGSTOPped by Processes.pause
 
     @property
     def pid(self) -> int:
@@ -150,8 +159,22 @@ class Processes:
                 raise RuntimeError(f"{exc}\n--- {log} ---\n{tail}") from None
         return proc
 
+    def pause(self, proc: Proc) -> None:
+        """Freeze a process this bench started (SIGSTOP): it keeps its sockets, answers
+        nothing, and the kernel still accepts connections to its listening port."""
+        if proc not in self.procs:
+            raise ValueError(f"{proc.name} (pid {proc.pid}) is not a process of this bench")
+        proc.popen.send_signal(signal.SIGSTOP)
+        proc.paused = True
+
+    def resume(self, proc: Proc) -> None:
+        if proc.paused and proc.popen.poll() is None:
+            proc.popen.send_signal(signal.SIGCONT)
+        proc.paused = False
+
     def stop(self, proc: Proc, sig: int = signal.SIGTERM) -> None:
         if proc.popen.poll() is None:
+            self.resume(proc)  # a frozen process would not act on the signal
             proc.popen.send_signal(sig)
             try:
                 proc.popen.wait(timeout=10)

@@ -21,16 +21,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from bench import servers
+from bench.context import Setup
 from bench.dataset import settings_path, write_key
 from bench.procs import free_port
-
-if TYPE_CHECKING:
-    from bench.runner import Setup
 
 GAP = 0.05  # seconds between two writes
 DEADLINE = 30.0  # a change not visible by then counts as lost

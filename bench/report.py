@@ -91,6 +91,41 @@ class Results:
         return lines
 
 
+OUTAGE_WINDOWS = ("before", "frozen", "recovery")
+OUTAGE_CLIENT_LATE_MS = 1.0  # above it, a noise note: the open-loop client fell behind
+
+
+def outage_lines(x: dict[str, Any]) -> list[str]:
+    """The outage phase's lines (bench/outage.py), from ``Results.extra``; none when it did
+    not run. The first two are the targets' values: p99 of the requests for keys the edge held
+    that were scheduled while Redis was frozen, and their bad answers over the whole phase."""
+    if "outage_p99_seen_ms" not in x:
+        return []
+    lines = [f"outage p99 seen-keys = {_ms(x['outage_p99_seen_ms'])} ms",
+             f"outage bad answers seen-keys = {x['outage_bad_seen']}",
+             f"outage p99 seen-keys recovery = {_ms(x.get('outage_p99_seen_recovery_ms'))} ms"]
+    windows = x.get("outage_windows", {})
+    for kind in ("seen", "cold"):
+        for name in OUTAGE_WINDOWS:
+            w = windows.get(kind, {}).get(name)
+            if not w:
+                continue
+            label = f"outage {kind}-keys {name}"
+            if not w["requests"]:
+                lines.append(f"{label}: no requests")
+                continue
+            codes = ", ".join(f"{k} ×{v:,}" for k, v in sorted(w["statuses"].items()))
+            lines.append(f"{label}: {w['requests']:,} requests, p50 {w['p50_ms']:.2f} ms, "
+                         f"p99 {w['p99_ms']:.2f} ms, max {w['max_ms']:.2f} ms, "
+                         f"bad {w['bad']:,} ({codes}); client late p99 "
+                         f"{w['late_p99_ms']:.2f} ms")
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def cv(values: Sequence[float]) -> float:
     """Coefficient of variation (stdev / mean); 0 for fewer than two values."""
     if len(values) < 2 or statistics.mean(values) == 0:
@@ -125,6 +160,12 @@ def noise_notes(results: Results, *, throughput_scenarios: Sequence[str]) -> lis
         errors = sum(r.socket_errors for r in runs)
         if errors:
             notes.append(f"{scenario}/{target}: {errors} socket errors")
+    for kind, by in results.extra.get("outage_windows", {}).items():
+        for name, w in by.items():
+            late = w.get("late_p99_ms")
+            if late is not None and late > OUTAGE_CLIENT_LATE_MS:
+                notes.append(f"outage {kind}-keys {name}: the client sent its requests up to "
+                             f"{late:.1f} ms late (p99); their latencies include that")
     return notes
 
 
@@ -225,6 +266,11 @@ def checks(results: Results) -> list[Check]:
         out.append(_at_most(name, projected, 60.0, "≤ 60 s", " s"))
     else:
         out.append(Check("republish --all, 100k sources", "≤ 60 s", None, None))
+    out.append(_at_most("outage p99 seen-keys (Redis frozen)", x.get("outage_p99_seen_ms"),
+                        10.0, "≤ 10 ms", " ms"))
+    out.append(_at_most("outage p99 seen-keys, recovery after SIGCONT",
+                        x.get("outage_p99_seen_recovery_ms"), 10.0, "≤ 10 ms", " ms"))
+    out.append(_at_most("outage bad answers seen-keys", x.get("outage_bad_seen"), 0, "0"))
     out.append(_at_most("API write → edge, instant p99", x.get("instant_p99_ms"), 50.0,
                         "≤ 50 ms", " ms"))
     for rss_key, held_key, what in (("rss_bytes", "held_bytes", "gzip held"),

@@ -3,9 +3,11 @@
 Phases: seed (SQLite -> ``republish --all`` -> Redis, timed), files for nginx, the servers
 (edge, edge-asgi, nginx, ASGI limit, protocol limit) on the server core with ``wrk`` on the
 other, interleaved rounds per scenario, nginx ``proxy_cache`` hits, the cold path, the edge's
-memory with every bundle cached, and the Config API write -> edge latency (the HTTP and
-memory phases are bench/scenarios.py, the latency bench/propagation.py). The orchestrator
-itself is pinned to the load core so it never takes CPU from the server it measures.
+memory with every bundle cached, Redis frozen under load, and the Config API write -> edge
+latency (the HTTP and memory phases are bench/scenarios.py, the frozen Redis
+bench/outage.py, the latency bench/propagation.py; what they share, bench/context.py). The
+orchestrator itself is pinned to the load core so it never takes CPU from the server it
+measures.
 """
 
 from __future__ import annotations
@@ -17,51 +19,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import redis
 
-from bench import scenarios, seed
+from bench import outage, propagation, scenarios, seed
+from bench.context import PHASES, RESULTS_DIR, BenchConfig, Setup
 from bench.dataset import Published
 from bench.procs import Processes, cores, free_port, require_tool
 from bench.report import Results
 
-RESULTS_DIR = Path(__file__).parent / "results"
-PHASES = ("http", "proxy", "cold", "memory", "api")
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    sources: int = 10_000  # hot set served in the HTTP scenarios
-    total_sources: int = 100_000  # republished, cold pool, memory test
-    duration: float = 4.0  # seconds per wrk run
-    rounds: int = 3
-    connections: int = 64
-    latency_connections: int = 8
-    unknown_keys: int = 50_000
-    changes: int = 200  # Config API writes per mode
-    phases: tuple[str, ...] = PHASES
-    republish_timeout: float = 60.0  # the target: a slower republish fails it anyway
-    cold_keys: int = 80_000  # cold pool of the cold scenario (nginx gets files for these)
-    warmup: float = 1.0  # seconds of unrecorded load per server before a scenario (0: none)
-    poll_refresh: float = 5.0  # EDGE_REFRESH_INTERVAL of the edge in the polling-mode run
-    results_dir: Path = RESULTS_DIR
-    command: str = ""
-    log: Callable[[str], None] = field(default=print)
-
-
-@dataclass
-class Setup:
-    cfg: BenchConfig
-    work: Path
-    nginx_dir: Path  # nginx's files, caches and configuration (bench_nginx_dir)
-    procs: Processes
-    server_core: int | None
-    load_core: int | None
-    redis_url: str
-    results: Results = field(default_factory=Results)
+__all__ = ["PHASES", "RESULTS_DIR", "BenchConfig", "Setup", "bench_nginx_dir", "main_log", "run"]
 
 
 def _seed(s: Setup) -> list[Published]:
@@ -148,18 +117,19 @@ def run(cfg: BenchConfig) -> Results:
         # Redis shares the load core: the edge's cold path waits on it but does not pay its CPU.
         redis_bin = os.environ.get("REDIS_SERVER_BIN") or require_tool(
             "redis-server", "apt-get install redis-server (or set REDIS_SERVER_BIN)")
-        procs.start("redis", [redis_bin,
+        s.redis = procs.start("redis", [redis_bin,
                               "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
                               "--appendonly", "no", "--dir", str(work)],
                     port=rport, core=load_core)
         published = _seed(s)
-        scenarios.http(s, published)
+        if {"http", "proxy", "cold"} & set(cfg.phases):
+            scenarios.http(s, published)
+        if "outage" in cfg.phases:
+            outage.measure(s, published)
         if "memory" in cfg.phases:
             scenarios.memory(s, published)
         if "api" in cfg.phases:
-            from bench.propagation import measure
-
-            measure(s)
+            propagation.measure(s)
     finally:
         procs.stop_all()
         os.sched_setaffinity(0, affinity)

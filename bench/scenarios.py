@@ -12,18 +12,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench import nginx as ngx
 from bench import seed, servers
+from bench.context import Setup
 from bench.dataset import Published, settings_path, unknown_key
 from bench.limit import write_bundle_file
 from bench.procs import Proc, free_port, require_tool, rss_bytes, wait_for_port
 from bench.report import Run
 from bench.wrk import run as run_wrk
-
-if TYPE_CHECKING:
-    from bench.runner import Setup
 
 COLD_SECONDS = 3.0  # longest cold round
 
@@ -43,7 +40,7 @@ def _wrk(s: Setup, scenario: str, target: str, proc: Proc, script: str, args: li
               f"server {result.server_cpu:4.0%}  wrk {result.wrk_cpu:4.0%}")
 
 
-def _load(s: Setup, proc: Proc, keyfile: Path, name: str, *, identity: bool = False) -> None:
+def load(s: Setup, proc: Proc, keyfile: Path, name: str, *, identity: bool = False) -> None:
     """Request every key of ``keyfile`` once (wrk stops after one pass), accepting gzip or,
     with ``identity``, not."""
     marker = s.work / f"{name}.done"
@@ -127,8 +124,8 @@ def http(s: Setup, published: list[Published]) -> None:
     three = ["edge", "nginx", "asgi-limit"]
 
     if "http" in cfg.phases:
-        _load(s, edge, files["edge"], "edge-hot")
-        _load(s, edge_asgi, files["edge"], "edge-asgi-hot")
+        load(s, edge, files["edge"], "edge-hot")
+        load(s, edge_asgi, files["edge"], "edge-asgi-hot")
         plan = [("hot-200", "hot.lua", None, list(targets)),
                 ("304", "revalidate.lua", None, list(targets)),
                 ("latency-8c", "hot.lua", cfg.latency_connections, three),
@@ -147,7 +144,7 @@ def http(s: Setup, published: list[Published]) -> None:
         proxies = [Proc("nginx-proxy", nginx.popen, layout.proxy_port, nginx.log),
                    Proc("nginx-proxy-ttl", nginx.popen, layout.proxy_ttl_port, nginx.log)]
         for proxy in proxies:
-            _load(s, proxy, files["edge"], proxy.name)
+            load(s, proxy, files["edge"], proxy.name)
             hit = servers.get(proxy.port, settings_path(sample.write_key))
             servers.expect(hit.headers.get("x-cache-status") == "HIT",
                            f"{proxy.name}: a cache HIT", hit)
@@ -191,10 +188,10 @@ def memory(s: Setup, published: list[Published]) -> None:
     x["rss_empty_bytes"] = rss_bytes(edge.pid)
     all_keys = seed.write_key_file(s.work / "all.tsv",
                                    [(settings_path(p.write_key), "") for p in published])
-    _load(s, edge, all_keys, "memory")
+    load(s, edge, all_keys, "memory")
     x.update(rss_bytes=rss_bytes(edge.pid), rss_bundles=len(published),
              held_bytes=sum(len(p.gzip) for p in published))
-    _load(s, edge, all_keys, "memory-identity", identity=True)
+    load(s, edge, all_keys, "memory-identity", identity=True)
     x.update(rss_identity_bytes=rss_bytes(edge.pid),
              held_identity_bytes=sum(len(p.json) + len(p.gzip) for p in published))
     for rss, held, what in (("rss_bytes", "held_bytes", "gzip"),

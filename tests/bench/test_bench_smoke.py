@@ -29,6 +29,8 @@ def test_bench_runs_every_scenario_on_a_tiny_data_set(
     # Given a tiny data set and one-second runs
     argv = ["--sources", "30", "--total-sources", "90", "--duration", "1", "--rounds", "1",
             "--changes", "5", "--warmup", "0", "--poll-refresh", "0.5",
+            "--outage-before", "0.5", "--outage-frozen", "1", "--outage-recovery", "0.5",
+            "--outage-refresh", "0.5", "--outage-rate", "200",
             "--results-dir", str(tmp_path)]
 
     # When the bench runs
@@ -58,6 +60,7 @@ def test_bench_runs_every_scenario_on_a_tiny_data_set(
     assert "| edge RSS with 90 bundles, gzip held / allowance |" in text
     assert "| edge RSS with 90 bundles, gzip + JSON held / allowance |" in text
     assert "| API write → edge, instant p99 | ≤ 50 ms |" in text
+    assert "| outage p99 seen-keys (Redis frozen) | ≤ 10 ms |" in text
     assert (tmp_path / written[0].with_suffix(".json").name).exists()
 
 
