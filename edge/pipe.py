@@ -2,9 +2,8 @@
 
 redis-py's asyncio client costs the edge more per call than Redis costs per key: a pool
 checkout, a retry wrapper, argument encoding, a ``StreamReader`` that copies every reply
-before hiredis parses it. On a cold miss that was about a third of the edge's own time
-(bench/README.md, "cold path"). ``RedisPipe`` writes each command as it comes on one
-connection and hands each reply, parsed by hiredis straight from ``data_received``, to the
+before hiredis parses it — a large share of a cold miss. ``RedisPipe`` writes each command as
+it comes on one connection and hands each reply, parsed by hiredis straight from ``data_received``, to the
 caller that waits first: Redis answers a connection's commands in order.
 
 Same failure behaviour as the client the edge builds in ``edge.store.make_client``:

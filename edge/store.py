@@ -1,12 +1,13 @@
 """The edge's only Redis access: read a source's current pointer and one version's bytes.
 
 Reads go through ``edge.keyspace`` so publisher and edge agree on every key, and read only
-``keyspace.EDGE_FIELDS`` of a version: its gzip bytes and their metadata, not the JSON (a
-cold miss read both before, and moving the JSON cost more than everything else the miss did:
-bench/README.md, "cold path"). Every Redis failure — refused, reset, timed out, or data the
+``keyspace.EDGE_FIELDS`` of a version: its gzip bytes and their metadata, not the JSON, which
+would double the bytes a cold miss moves (the few clients that want JSON get it inflated from
+the gzip bytes: edge/entry.py). Every Redis failure — refused, reset, timed out, or data the
 keyspace cannot parse — becomes ``StoreUnavailable``, which the cache answers by serving the
-copy it already holds; malformed data is its subclass ``StoreCorrupt``, which does not stand
-for Redis as a whole. Reads go over one pipelined connection (``edge.pipe``) with the
+copy it already holds; malformed data (or a key of the wrong type) is its subclass
+``StoreCorrupt``, which does not stand for Redis as a whole, and a Redis without
+``keyspace.LOADED_KEY`` answers an absent pointer with ``NotLoaded``, not "no such source". Reads go over one pipelined connection (``edge.pipe``) with the
 client's timeouts and retry policy; for a TLS URL, through the redis-py client. Short socket
 timeouts and no retry on timeouts: a slow Redis must cost a request at most one timeout, and
 the cache (not the client) decides when to try again.
@@ -98,10 +99,9 @@ for i = 1, nkeys do
 end
 return out
 """
-# Keys per call. Small batches keep Redis and the edge busy at once: with one large batch all
-# waiting requests wait together and the edge idles (a cold walk under wrk: 128 -> 16 took the
-# edge from ~85 % to ~98 % of its core, ~10 % more misses/s); 16 already spreads redis-py's
-# cost per call over enough keys.
+# Keys per call. Small batches keep Redis and the edge busy at once: with one large batch every
+# waiting request waits for the whole batch while the edge idles; 16 keys already spread the
+# cost of a call over enough keys (bench/ measures the cold path).
 MAX_BATCH = 16
 
 _Current = tuple[tuple[int, str], keyspace.Stored | None] | None
