@@ -1,10 +1,10 @@
 """The edge's Redis reads on one pipelined connection: hiredis and an asyncio protocol.
 
 redis-py's asyncio client costs the edge more per call than Redis costs per key: a pool
-checkout, a retry wrapper, argument encoding, a ``StreamReader`` that copies every reply
-before hiredis parses it — a large share of a cold miss. ``RedisPipe`` writes each command as
-it comes on one connection and hands each reply, parsed by hiredis straight from ``data_received``, to the
-caller that waits first: Redis answers a connection's commands in order.
+checkout, a retry wrapper, argument encoding, a ``StreamReader`` that copies every reply before
+hiredis parses it — a large share of a cold miss. ``RedisPipe`` writes each command as it comes
+on one connection and hands each reply, parsed by hiredis straight from ``data_received``, to
+the caller that waits first: Redis answers a connection's commands in order.
 
 Same failure behaviour as the client the edge builds in ``edge.store.make_client``:
 

@@ -7,11 +7,11 @@ the gzip bytes: edge/entry.py). Every Redis failure — refused, reset, timed ou
 keyspace cannot parse — becomes ``StoreUnavailable``, which the cache answers by serving the
 copy it already holds; malformed data (or a key of the wrong type) is its subclass
 ``StoreCorrupt``, which does not stand for Redis as a whole, and a Redis without
-``keyspace.LOADED_KEY`` answers an absent pointer with ``NotLoaded``, not "no such source". Reads go over one pipelined connection (``edge.pipe``) with the
-client's timeouts and retry policy; for a TLS URL, through the redis-py client. Short socket
-timeouts and no retry on timeouts: a slow Redis must cost a request at most one timeout, and
-the cache (not the client) decides when to try again.
-"""
+``keyspace.LOADED_KEY`` answers an absent pointer with ``NotLoaded``, not "no such source".
+Reads go over one pipelined connection (``edge.pipe``) with the client's timeouts and retry
+policy; for a TLS URL, through the redis-py client. Short socket timeouts and no retry on
+timeouts: a slow Redis must cost a request at most one timeout, and the cache (not the client)
+decides when to try again."""
 
 from __future__ import annotations
 
