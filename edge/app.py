@@ -124,6 +124,9 @@ async def readyz(request: Request) -> Response:
                    "redis was reached before" if reached else
                    "serving held bundles" if entries else "redis never reached, nothing held"),
         "redis": "up" if cache.redis_up else "down",
+        # whether the last read found sc:loaded (None: no read yet): false while a Redis that
+        # lost its data waits for the publisher to load it again (edge/keyspace.py)
+        "redis_loaded": rt.store.loaded,
         "seconds_since_redis_ok": None if cache.redis_ok_at is None
         else round(now - cache.redis_ok_at, 3),
         "bundles": len(entries),

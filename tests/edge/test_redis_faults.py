@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -110,6 +111,7 @@ def test_an_empty_redis_is_not_every_source_deleted(server: RedisServer, tmp_pat
                 headers["cache-control"] == "no-store"
             time.sleep(0.02)
         assert edge.settings("liveA")[1].get("x-settings-stale") == "1"
+        assert json.loads(edge.get("/readyz")[2])["redis_loaded"] is False
 
         # the publisher republishes what SQLite holds ("gone" was deleted), then marks Redis
         client = redis.Redis.from_url(server.url)
@@ -127,6 +129,7 @@ def test_an_empty_redis_is_not_every_source_deleted(server: RedisServer, tmp_pat
         assert "x-settings-stale" not in edge.settings("liveA")[1]
         assert edge.settings("gone")[0] == 404
         assert edge.settings("never")[0] == 404
+        assert json.loads(edge.get("/readyz")[2])["redis_loaded"] is True
     finally:
         log = edge.stop()
         client.close()
