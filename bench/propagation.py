@@ -157,7 +157,7 @@ def measure(s: Setup) -> None:
     n = min(s.cfg.changes, s.cfg.sources)
     conn: http.client.HTTPConnection | None = None
     try:
-        from publisher.auth import create_token
+        from publisher.api.auth import create_token
 
         token = create_token(svc, "bench", "write", "bench")
         port = free_port()

@@ -17,11 +17,11 @@ import orjson
 import redis
 
 from edge.redis_url import masked_url
-from publisher.catalog import default_catalog
-from publisher.compile import CompileOptions
+from publisher.core.catalog import default_catalog
+from publisher.core.compile import CompileOptions
+from publisher.core.rules import RuleLimits
 from publisher.errors import PublisherError
 from publisher.publish import RedisPublisher
-from publisher.rules import RuleLimits
 from publisher.service import PublishResult, Service
 from publisher.settings import PublisherSettings, SettingsError, settings_table
 from publisher.store import Store
@@ -158,7 +158,7 @@ def cmd_workspace(svc: Service, args: argparse.Namespace, _: PublisherSettings) 
 
 
 def cmd_token(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
-    from publisher.auth import create_token
+    from publisher.api.auth import create_token
 
     token = create_token(svc, args.workspace, args.scope, args.name)
     print(token)  # stdout carries the token alone, for scripts
@@ -168,7 +168,7 @@ def cmd_token(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> i
 def cmd_serve(svc: Service, args: argparse.Namespace, settings: PublisherSettings) -> int:
     import uvicorn
 
-    from publisher.api import create_app
+    from publisher.api.app import create_app
 
     uvicorn.run(create_app(settings, service=svc), host=settings.host, port=settings.port,
                 log_level="warning", access_log=False)

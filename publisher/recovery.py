@@ -18,8 +18,8 @@ from dataclasses import replace
 
 import redis
 
+from publisher.core.model import Source
 from publisher.errors import CompileError, NotFound
-from publisher.model import Source
 from publisher.publish import Bundle, PublishResult
 from publisher.staging import Staged, Staging, _pending_error
 

@@ -32,15 +32,15 @@ from typing import Any
 import orjson
 import redis
 
-from publisher.catalog import Catalog
-from publisher.compile import CompileOptions
+from publisher.core.catalog import Catalog
+from publisher.core.compile import CompileOptions
+from publisher.core.model import SOURCE_TYPES, Instance, Source, Workspace
+from publisher.core.rules import RuleLimits
+from publisher.core.specs import InstanceSpec, check_slug, check_text, check_write_key, filter_dict
 from publisher.edits import ConfigEdits
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
-from publisher.model import SOURCE_TYPES, Instance, Source, Workspace
 from publisher.publish import PublishResult, RedisPublisher
 from publisher.recovery import Recovery
-from publisher.rules import RuleLimits
-from publisher.specs import InstanceSpec, check_slug, check_text, check_write_key, filter_dict
 from publisher.staging import Staged
 from publisher.store import Store
 from publisher.webhook_events import WebhookEvents

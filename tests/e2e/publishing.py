@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import redis
 
-from publisher.catalog import default_catalog
-from publisher.compile import canonical_bytes, compile_source
-from publisher.model import Instance, Source
+from publisher.core.catalog import default_catalog
+from publisher.core.compile import canonical_bytes, compile_source
+from publisher.core.model import Instance, Source
 from publisher.publish import Bundle, RedisPublisher, make_bundle
 
 WRITE_KEY = "e2eWebSourceWriteKey000000000001"

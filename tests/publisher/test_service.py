@@ -9,9 +9,9 @@ import pytest
 import redis
 
 from edge import keyspace
-from publisher.catalog import default_catalog
+from publisher.core.catalog import default_catalog
+from publisher.core.model import Instance, Source
 from publisher.errors import CompileError
-from publisher.model import Instance, Source
 from publisher.publish import RedisPublisher, make_bundle
 from publisher.service import Service
 from publisher.store import Store

@@ -4,7 +4,7 @@ Every writer (Config API, webhook, workspace file) reads a source's instances, c
 and hands the complete list back; :meth:`InstancesMixin.replace_instances` works out what
 changed, so only what did gets a new ``updated_at``. This module checks the shape the tables
 rely on (URL-safe ids, unique per source; display names unique ignoring case) and makes new
-ids from display names; the destination rules themselves live in rules.py.
+ids from display names; the destination rules themselves live in publisher/core/rules.py.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import cast
 
 import orjson
 
+from publisher.core.model import CONNECTION_MODES, Filter, Instance
 from publisher.errors import AlreadyExists, InvalidArgument
-from publisher.model import CONNECTION_MODES, Filter, Instance
-from publisher.store_base import StoreBase
-from publisher.store_schema import id_list, now_rfc3339, require_name, to_json
+from publisher.store.base import StoreBase
+from publisher.store.schema import id_list, now_rfc3339, require_name, to_json
 
 INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
@@ -42,7 +42,7 @@ def new_instance_id(display_name: str, taken: Collection[str]) -> str:
 
 
 def _check_instances(source_id: int, instances: Sequence[Instance]) -> None:
-    """Shape checks the store owns (the destination rules live in rules.py)."""
+    """Shape checks the store owns (the destination rules live in core/rules.py)."""
     ids: set[str] = set()
     names: dict[str, str] = {}
     for inst in instances:

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge import keyspace
-from publisher import filters as filters_mod
-from publisher.catalog import Catalog
+from publisher.core import filters as filters_mod
+from publisher.core.catalog import Catalog
+from publisher.core.model import CONNECTION_MODES, RESOURCE_ID_RE, Filter, Instance, Source
+from publisher.core.rules import default_display_name
 from publisher.errors import InvalidArgument
-from publisher.model import CONNECTION_MODES, RESOURCE_ID_RE, Filter, Instance, Source
-from publisher.rules import default_display_name
-from publisher.store import new_instance_id
+from publisher.store.instances import new_instance_id
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
