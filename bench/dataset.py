@@ -104,8 +104,8 @@ Published = Envelope
 def compiled(indices: Iterable[int], *, published_at: int,
              factory: SourceFactory | None = None) -> Iterator[tuple[SourceSpec, Published]]:
     """Sources ``indices`` checked, compiled and bundled by the real publisher code."""
+    from publisher.core.bundle import make_bundle
     from publisher.core.compile import canonical_bytes, compile_source
-    from publisher.publish import make_bundle
 
     factory = factory or SourceFactory()
     for i in indices:

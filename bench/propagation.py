@@ -35,7 +35,7 @@ DEADLINE = 30.0  # a change not visible by then counts as lost
 
 
 def _service(db: str, redis_url: str) -> Any:
-    from publisher.cli import build_service
+    from publisher.service import build_service
     from publisher.settings import PublisherSettings
 
     settings = PublisherSettings.from_env({"PUBLISHER_DB": db, "REDIS_URL": redis_url})

@@ -30,9 +30,10 @@ import orjson
 
 from publisher.api.fields import check_unique_keys
 from publisher.core.model import SOURCE_TYPES
-from publisher.core.specs import check_text
+from publisher.core.specs import InstanceSpec, check_slug, check_text, check_write_key
 from publisher.errors import InvalidArgument, PayloadTooLarge, type_name
-from publisher.service import InstanceSpec, PublishResult, Service, check_slug, check_write_key
+from publisher.publish import PublishResult
+from publisher.service import Service
 from publisher.staging import Staged
 
 _TOP = {"workspace", "sources"}

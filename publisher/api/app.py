@@ -42,8 +42,9 @@ from publisher.api.plumbing import (
 )
 from publisher.api.webhook import config_changed
 from publisher.errors import InvalidArgument, NotFound
+from publisher.publish import PublishResult
 from publisher.retry import publish_pending
-from publisher.service import PublishResult, Service
+from publisher.service import Service, build_service
 from publisher.settings import PublisherSettings
 
 # -- workspaces and sources ----------------------------------------------------------------
@@ -180,8 +181,6 @@ def create_app(settings: PublisherSettings, *, service: Service | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         svc = service
         if svc is None:
-            from publisher.cli import build_service
-
             svc = await run_in_threadpool(build_service, settings)
         limiter = RateLimiter(settings.rate_limit, now)
         retry = (asyncio.create_task(publish_pending(svc, settings.retry_interval))

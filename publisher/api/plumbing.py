@@ -33,7 +33,8 @@ from publisher.errors import (
     RateLimited,
     RequestTimeout,
 )
-from publisher.service import PublishResult, Service
+from publisher.publish import PublishResult
+from publisher.service import Service
 from publisher.settings import PublisherSettings
 
 

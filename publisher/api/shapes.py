@@ -17,8 +17,8 @@ from typing import Any
 from publisher.api.fields import Obj, T
 from publisher.core.catalog import Catalog
 from publisher.core.model import RESOURCE_ID_RE, Filter, Instance, Source
+from publisher.core.specs import InstanceSpec, filter_dict
 from publisher.errors import InvalidArgument, type_name
-from publisher.service import InstanceSpec, filter_dict
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200

@@ -17,9 +17,9 @@ from typing import Any, cast
 
 import orjson
 
+from publisher.core.bundle import Bundle
 from publisher.core.model import Source, SourceType, Workspace
 from publisher.errors import InvalidArgument
-from publisher.publish import Bundle
 
 SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from edge import keyspace
-from publisher.cli import build_service, main
+from publisher.cli import main
+from publisher.service import build_service
 from publisher.settings import PublisherSettings, SettingsError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspace.json"

@@ -23,12 +23,14 @@ from publisher import workspace_file
 from publisher.api.app import create_app
 from publisher.api.auth import create_token
 from publisher.api.plumbing import error_response
+from publisher.core.bundle import make_bundle
 from publisher.core.catalog import default_catalog
 from publisher.core.model import Instance, Source
+from publisher.core.specs import InstanceSpec
 from publisher.errors import Busy
-from publisher.publish import RedisPublisher, make_bundle
+from publisher.publish import RedisPublisher
 from publisher.retry import publish_pending
-from publisher.service import InstanceSpec, Service
+from publisher.service import Service
 from publisher.settings import PublisherSettings, SettingsError
 from publisher.store import Store
 from publisher.store import store as store_module

@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from freezegun import freeze_time
 
+from publisher.core.bundle import make_bundle
 from publisher.core.model import Filter, Instance, Source, Workspace
+from publisher.core.specs import new_instance_id, slugify
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
-from publisher.publish import make_bundle
 from publisher.store import Store
-from publisher.store.instances import new_instance_id, slugify
 
 
 @pytest.fixture
