@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge.keyspace import Envelope
-from publisher.catalog import Catalog, CatalogDestination, default_catalog
-from publisher.model import Instance, Source
-from publisher.rules import check_source
-from publisher.setting_values import validate_settings
+from publisher.core.catalog import Catalog, CatalogDestination, default_catalog
+from publisher.core.model import Instance, Source
+from publisher.core.rules import check_source
+from publisher.core.setting_values import validate_settings
 
 MIN_JSON = 2_000
 MAX_JSON = 8_000
@@ -104,8 +104,8 @@ Published = Envelope
 def compiled(indices: Iterable[int], *, published_at: int,
              factory: SourceFactory | None = None) -> Iterator[tuple[SourceSpec, Published]]:
     """Sources ``indices`` checked, compiled and bundled by the real publisher code."""
-    from publisher.compile import canonical_bytes, compile_source
-    from publisher.publish import make_bundle
+    from publisher.core.bundle import make_bundle
+    from publisher.core.compile import canonical_bytes, compile_source
 
     factory = factory or SourceFactory()
     for i in indices:

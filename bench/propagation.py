@@ -35,7 +35,7 @@ DEADLINE = 30.0  # a change not visible by then counts as lost
 
 
 def _service(db: str, redis_url: str) -> Any:
-    from publisher.cli import build_service
+    from publisher.service import build_service
     from publisher.settings import PublisherSettings
 
     settings = PublisherSettings.from_env({"PUBLISHER_DB": db, "REDIS_URL": redis_url})
@@ -157,7 +157,7 @@ def measure(s: Setup) -> None:
     n = min(s.cfg.changes, s.cfg.sources)
     conn: http.client.HTTPConnection | None = None
     try:
-        from publisher.auth import create_token
+        from publisher.api.auth import create_token
 
         token = create_token(svc, "bench", "write", "bench")
         port = free_port()

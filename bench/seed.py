@@ -35,7 +35,8 @@ def populate_store(db_path: Path, n: int, factory: SourceFactory | None = None) 
 
     import orjson
 
-    from publisher.store import Store, now_rfc3339
+    from publisher.store import Store
+    from publisher.store.schema import now_rfc3339
 
     factory = factory or SourceFactory()
     with Store.open(str(db_path)) as store:

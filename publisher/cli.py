@@ -17,14 +17,10 @@ import orjson
 import redis
 
 from edge.redis_url import masked_url
-from publisher.catalog import default_catalog
-from publisher.compile import CompileOptions
 from publisher.errors import PublisherError
-from publisher.publish import RedisPublisher
-from publisher.rules import RuleLimits
-from publisher.service import PublishResult, Service
+from publisher.publish import PublishResult
+from publisher.service import Service, build_service
 from publisher.settings import PublisherSettings, SettingsError, settings_table
-from publisher.store import Store
 
 EPILOG = """\
 SOURCE is WORKSPACE/SOURCE (slugs) or a write key.
@@ -36,31 +32,6 @@ The edge's EDGE_* settings (settings-cdn-edge --help) are read too: visible_ever
 published_at + the edge's worst-case propagation time. Give the publisher the edge's values; a
 bad one stops it as it stops the edge (exit 2); the budget is the edge's to check.
 """
-
-
-def propagation_seconds() -> int | None:
-    """The edge's worst-case propagation time, from the same environment the edge reads."""
-    from edge.propagation import worst_case_seconds
-    from edge.settings import EdgeSettings
-
-    return int(worst_case_seconds(EdgeSettings.from_env()))
-
-
-def build_service(settings: PublisherSettings, *, with_redis: bool = True) -> Service:
-    store = Store.open(settings.db_path)
-    publisher = None
-    if with_redis:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=min(2.0, settings.redis_timeout))
-        publisher = RedisPublisher(client, keep_versions=settings.keep_versions)
-    return Service(
-        store, default_catalog(), publisher,
-        limits=RuleLimits(max_cloud_instances=settings.max_cloud_instances),
-        compile_options=CompileOptions(api_host=settings.api_host),
-        keep_versions=settings.keep_versions,
-        propagation_seconds=propagation_seconds(),
-    )
 
 
 def _print(obj: Any) -> None:
@@ -158,7 +129,7 @@ def cmd_workspace(svc: Service, args: argparse.Namespace, _: PublisherSettings) 
 
 
 def cmd_token(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
-    from publisher.auth import create_token
+    from publisher.api.auth import create_token
 
     token = create_token(svc, args.workspace, args.scope, args.name)
     print(token)  # stdout carries the token alone, for scripts
@@ -168,7 +139,7 @@ def cmd_token(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> i
 def cmd_serve(svc: Service, args: argparse.Namespace, settings: PublisherSettings) -> int:
     import uvicorn
 
-    from publisher.api import create_app
+    from publisher.api.app import create_app
 
     uvicorn.run(create_app(settings, service=svc), host=settings.host, port=settings.port,
                 log_level="warning", access_log=False)

@@ -13,13 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from publisher.core.model import CONNECTION_MODES, Filter, Instance, Source
+from publisher.core.rules import default_display_name
+from publisher.core.specs import InstanceSpec, SpecBuilder, filter_dict, new_instance_id
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
-from publisher.model import CONNECTION_MODES, Filter, Instance, Source
 from publisher.publish import PublishResult
-from publisher.rules import default_display_name
-from publisher.specs import InstanceSpec, SpecBuilder, filter_dict
 from publisher.staging import Staging
-from publisher.store import new_instance_id
 
 
 class ConfigEdits(SpecBuilder, Staging):

@@ -16,15 +16,14 @@ way. All of a source's keys share one hash tag, so the script also runs on Redis
 ``sc:loaded`` (edge/keyspace.py) says this Redis holds every source: ``begin_check`` opens a
 comparison, ``mark_loaded`` sets the key only if nothing flushed Redis since.
 
-The bytes, their gzip and their ETag are computed once, in :func:`make_bundle`; SQLite keeps
-the same :class:`Bundle`, so Redis can be rebuilt from it byte for byte. A write answers with
-a :class:`PublishResult`: the version, whether it is new, and whether Redis has it yet.
+It installs :class:`~publisher.core.bundle.Bundle` values as they are made (bytes, gzip and
+ETag computed once) and as SQLite keeps them, so Redis can be rebuilt from SQLite byte for
+byte. A write answers with a :class:`PublishResult`: the version, whether it is new, and
+whether Redis has it yet.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Sequence
@@ -35,34 +34,7 @@ from typing import Any, cast
 import redis
 
 from edge import keyspace
-
-
-@dataclass(frozen=True, slots=True)
-class Bundle:
-    """One published version of a source's settings document, as Redis and SQLite hold it."""
-
-    version: int
-    etag: str  # strong entity tag, quotes included: '"<hex>"'
-    published_at: int  # Unix seconds
-    revision: int
-    json: bytes
-    gzip: bytes
-
-    def envelope(self, write_key: str) -> keyspace.Envelope:
-        return keyspace.Envelope(
-            write_key=write_key,
-            version=self.version,
-            json=self.json,
-            gzip=self.gzip,
-            etag=self.etag,
-            published_at=self.published_at,
-            revision=self.revision,
-        )
-
-
-def etag_of(json_bytes: bytes) -> str:
-    """The strong ETag of a document: a quoted 128-bit prefix of its SHA-256."""
-    return '"' + hashlib.sha256(json_bytes).hexdigest()[:32] + '"'
+from publisher.core.bundle import Bundle
 
 
 def _rfc3339(ts: float) -> str:
@@ -94,20 +66,6 @@ class PublishResult:
         if self.error:
             out["error"] = self.error
         return out
-
-
-def make_bundle(json_bytes: bytes, *, version: int, revision: int, published_at: int) -> Bundle:
-    """Gzip and hash the canonical bytes once; mtime=0 makes the gzip reproducible."""
-    if version < 1:
-        raise ValueError(f"bundle version must be >= 1, got {version}")
-    return Bundle(
-        version=version,
-        etag=etag_of(json_bytes),
-        published_at=published_at,
-        revision=revision,
-        json=json_bytes,
-        gzip=gzip.compress(json_bytes, compresslevel=9, mtime=0),
-    )
 
 
 def _ints(members: Any) -> list[int]:

@@ -18,9 +18,10 @@ from dataclasses import replace
 
 import redis
 
+from publisher.core.bundle import Bundle
+from publisher.core.model import Source
 from publisher.errors import CompileError, NotFound
-from publisher.model import Source
-from publisher.publish import Bundle, PublishResult
+from publisher.publish import PublishResult
 from publisher.staging import Staged, Staging, _pending_error
 
 

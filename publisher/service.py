@@ -32,22 +32,19 @@ from typing import Any
 import orjson
 import redis
 
-from publisher.catalog import Catalog
-from publisher.compile import CompileOptions
+from publisher.core.catalog import Catalog, default_catalog
+from publisher.core.compile import CompileOptions
+from publisher.core.model import SOURCE_TYPES, Instance, Source, Workspace
+from publisher.core.rules import RuleLimits
+from publisher.core.specs import InstanceSpec, check_slug, check_text, check_write_key
 from publisher.edits import ConfigEdits
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
-from publisher.model import SOURCE_TYPES, Instance, Source, Workspace
 from publisher.publish import PublishResult, RedisPublisher
 from publisher.recovery import Recovery
-from publisher.rules import RuleLimits
-from publisher.specs import InstanceSpec, check_slug, check_text, check_write_key, filter_dict
+from publisher.settings import PublisherSettings
 from publisher.staging import Staged
 from publisher.store import Store
 from publisher.webhook_events import WebhookEvents
-
-# What the write paths and tests import from here, wherever it now lives.
-__all__ = ["InstanceSpec", "PublishResult", "Service", "check_slug", "check_write_key",
-           "filter_dict"]
 
 
 class Service(ConfigEdits, WebhookEvents, Recovery):
@@ -222,3 +219,31 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
         label = f"v{current.version}" if current else "(unpublished)"
         return "".join(difflib.unified_diff(a, b, fromfile=f"{source.slug} {label}",
                                             tofile=f"{source.slug} (compiled now)"))
+
+
+def propagation_seconds() -> int | None:
+    """The edge's worst-case propagation time, from the same environment the edge reads."""
+    from edge.propagation import worst_case_seconds
+    from edge.settings import EdgeSettings
+
+    return int(worst_case_seconds(EdgeSettings.from_env()))
+
+
+def build_service(settings: PublisherSettings, *, with_redis: bool = True) -> Service:
+    """The Service the settings describe, for both programs: each CLI command's, and the
+    Config API's when ``create_app`` is given none. ``with_redis=False`` is for the commands
+    that never write Redis."""
+    store = Store.open(settings.db_path)
+    publisher = None
+    if with_redis:
+        client = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=settings.redis_timeout,
+            socket_connect_timeout=min(2.0, settings.redis_timeout))
+        publisher = RedisPublisher(client, keep_versions=settings.keep_versions)
+    return Service(
+        store, default_catalog(), publisher,
+        limits=RuleLimits(max_cloud_instances=settings.max_cloud_instances),
+        compile_options=CompileOptions(api_host=settings.api_host),
+        keep_versions=settings.keep_versions,
+        propagation_seconds=propagation_seconds(),
+    )

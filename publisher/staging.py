@@ -25,17 +25,18 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 import redis
 
-from publisher import filters as filters_mod
-from publisher import store as store_module
-from publisher.catalog import Catalog
-from publisher.compile import CompileOptions, compile_bytes
+from publisher.core import filters as filters_mod
+from publisher.core.bundle import Bundle, make_bundle
+from publisher.core.catalog import Catalog
+from publisher.core.compile import CompileOptions, compile_bytes
+from publisher.core.model import Instance, Source, Workspace
+from publisher.core.rules import RuleLimits, check_source
+from publisher.core.setting_values import validate_settings
+from publisher.core.specs import check_text, filter_dict
 from publisher.errors import AlreadyExists, Busy
-from publisher.model import Instance, Source, Workspace
-from publisher.publish import Bundle, PublishResult, RedisPublisher, make_bundle
-from publisher.rules import RuleLimits, check_source
-from publisher.setting_values import validate_settings
-from publisher.specs import check_text, filter_dict
+from publisher.publish import PublishResult, RedisPublisher
 from publisher.store import Store
+from publisher.store import store as store_module
 
 log = logging.getLogger("publisher.service")
 

@@ -1,4 +1,4 @@
-"""A control plane's webhook events, each applied once (publisher/webhook.py is the HTTP side).
+"""A control plane's webhook events, each applied once (publisher/api/webhook.py is the HTTP side).
 
 Unlike a Config API write, an event is recorded in the transaction that applies it: a resend
 gets the first reply back, and a refused event leaves no record to block its corrected resend.
@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from publisher.core.model import SOURCE_TYPES, Source
+from publisher.core.specs import InstanceSpec, SpecBuilder, check_slug
 from publisher.errors import InvalidArgument, NotFound
-from publisher.model import SOURCE_TYPES, Source
 from publisher.publish import PublishResult
-from publisher.specs import InstanceSpec, SpecBuilder, check_slug
 from publisher.staging import Staging
 
 

@@ -28,11 +28,12 @@ from typing import Any
 
 import orjson
 
-from publisher.api_fields import check_unique_keys
+from publisher.api.fields import check_unique_keys
+from publisher.core.model import SOURCE_TYPES
+from publisher.core.specs import InstanceSpec, check_slug, check_text, check_write_key
 from publisher.errors import InvalidArgument, PayloadTooLarge, type_name
-from publisher.model import SOURCE_TYPES
-from publisher.service import InstanceSpec, PublishResult, Service, check_slug, check_write_key
-from publisher.specs import check_text
+from publisher.publish import PublishResult
+from publisher.service import Service
 from publisher.staging import Staged
 
 _TOP = {"workspace", "sources"}

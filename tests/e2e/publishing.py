@@ -11,10 +11,11 @@ from collections.abc import Sequence
 
 import redis
 
-from publisher.catalog import default_catalog
-from publisher.compile import canonical_bytes, compile_source
-from publisher.model import Instance, Source
-from publisher.publish import Bundle, RedisPublisher, make_bundle
+from publisher.core.bundle import Bundle, make_bundle
+from publisher.core.catalog import default_catalog
+from publisher.core.compile import canonical_bytes, compile_source
+from publisher.core.model import Instance, Source
+from publisher.publish import RedisPublisher
 
 WRITE_KEY = "e2eWebSourceWriteKey000000000001"
 UNKNOWN_WRITE_KEY = "e2eUnknownWriteKey00000000000099"

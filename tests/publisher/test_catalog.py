@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from publisher.catalog import Catalog, default_catalog
+from publisher.core.catalog import Catalog, default_catalog
+from publisher.core.setting_values import MAX_SETTING_DEPTH, nesting, validate_settings
 from publisher.errors import SettingError
-from publisher.setting_values import MAX_SETTING_DEPTH, nesting, validate_settings
 
 
 def catalog_of(tmp_path: Path, settings: list[dict[str, object]]) -> Catalog:

@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from edge import keyspace
-from publisher.cli import build_service, main
+from publisher.cli import main
+from publisher.service import build_service
 from publisher.settings import PublisherSettings, SettingsError
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspace.json"
@@ -344,7 +345,7 @@ def test_redis_down_keeps_change_pending(env: Path, monkeypatch: pytest.MonkeyPa
 def test_republish_publishes_sources_never_published(env: Path, redis_client: redis.Redis,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """Sources that SQLite holds without any bundle (e.g. imported) are compiled and published."""
-    from publisher.model import Instance
+    from publisher.core.model import Instance
     from publisher.store import Store
 
     with Store.open(str(env)) as store:

@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from publisher.catalog import default_catalog
-from publisher.compile import CompileOptions, canonical_bytes, compile_bytes, compile_source
+from publisher.core.catalog import default_catalog
+from publisher.core.compile import CompileOptions, canonical_bytes, compile_bytes, compile_source
+from publisher.core.model import Filter, Instance, Source, SourceType
 from publisher.errors import CompileError
-from publisher.model import Filter, Instance, Source, SourceType
 
 CATALOG = default_catalog()
 

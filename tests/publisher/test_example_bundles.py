@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from publisher import workspace_file
-from publisher.catalog import default_catalog
+from publisher.core.catalog import default_catalog
 from publisher.service import Service
 from publisher.store import Store
 

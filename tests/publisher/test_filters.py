@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from publisher.errors import CompileError, FQLError, InvalidArgument, RuleViolation
-from publisher.filters import (
+from publisher.core.filters import (
     MAX_FILTERS_PER_DESTINATION,
     check_filter_count,
     routing_rules,
     to_filter,
     validate_filter,
 )
-from publisher.model import Filter
+from publisher.core.model import Filter
+from publisher.errors import CompileError, FQLError, InvalidArgument, RuleViolation
 
 # The Config API example filter (config-api.md §1.4), every action type once.
 EXAMPLE: dict[str, Any] = {

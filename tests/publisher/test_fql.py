@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from publisher.errors import FQLError, InvalidArgument
-from publisher.fql import (
+from publisher.core.fql import (
     MAX_EXPRESSION_BYTES,
     MAX_IR_DEPTH,
     MAX_NESTING,
@@ -16,6 +15,7 @@ from publisher.fql import (
     ir_json,
     parse,
 )
+from publisher.errors import FQLError, InvalidArgument
 
 
 def v(x: Any) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import pytest
 import redis
 
 from edge import keyspace
-from publisher.catalog import default_catalog
-from publisher.model import Instance, Source
+from publisher.core.catalog import default_catalog
+from publisher.core.model import Instance, Source
 from publisher.publish import RedisPublisher
 from publisher.retry import publish_pending
 from publisher.service import Service

@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from edge import keyspace
-from publisher.publish import Bundle, RedisPublisher, etag_of, make_bundle
+from publisher.core.bundle import Bundle, etag_of, make_bundle
+from publisher.publish import RedisPublisher
 from publisher.store import Store
 
 WK = "wk_test-1"

@@ -19,19 +19,21 @@ import redis
 from starlette.testclient import TestClient
 
 from edge import keyspace
-from publisher import store as store_module
 from publisher import workspace_file
-from publisher.api import create_app
-from publisher.api_http import error_response
-from publisher.auth import create_token
-from publisher.catalog import default_catalog
+from publisher.api.app import create_app
+from publisher.api.auth import create_token
+from publisher.api.plumbing import error_response
+from publisher.core.bundle import make_bundle
+from publisher.core.catalog import default_catalog
+from publisher.core.model import Instance, Source
+from publisher.core.specs import InstanceSpec
 from publisher.errors import Busy
-from publisher.model import Instance, Source
-from publisher.publish import RedisPublisher, make_bundle
+from publisher.publish import RedisPublisher
 from publisher.retry import publish_pending
-from publisher.service import InstanceSpec, Service
+from publisher.service import Service
 from publisher.settings import PublisherSettings, SettingsError
 from publisher.store import Store
+from publisher.store import store as store_module
 
 # Redis refusing connections, with the client build_service makes (from_url: no retries)
 DOWN = RedisPublisher(redis.Redis.from_url("redis://127.0.0.1:1/0", socket_timeout=5,

@@ -9,10 +9,10 @@ from typing import Any, cast
 
 import pytest
 
-from publisher.catalog import Catalog, default_catalog
+from publisher.core.catalog import Catalog, default_catalog
+from publisher.core.model import Instance, Source
+from publisher.core.rules import RULES, RuleLimits, check_source, default_display_name
 from publisher.errors import InvalidArgument, RuleViolation
-from publisher.model import Instance, Source
-from publisher.rules import RULES, RuleLimits, check_source, default_display_name
 
 _ids = itertools.count(1)
 

@@ -9,10 +9,11 @@ import pytest
 import redis
 
 from edge import keyspace
-from publisher.catalog import default_catalog
+from publisher.core.bundle import make_bundle
+from publisher.core.catalog import default_catalog
+from publisher.core.model import Instance, Source
 from publisher.errors import CompileError
-from publisher.model import Instance, Source
-from publisher.publish import RedisPublisher, make_bundle
+from publisher.publish import RedisPublisher
 from publisher.service import Service
 from publisher.store import Store
 

@@ -13,10 +13,11 @@ from typing import Any
 import pytest
 from freezegun import freeze_time
 
+from publisher.core.bundle import make_bundle
+from publisher.core.model import Filter, Instance, Source, Workspace
+from publisher.core.specs import new_instance_id, slugify
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
-from publisher.model import Filter, Instance, Source, Workspace
-from publisher.publish import make_bundle
-from publisher.store import Store, new_instance_id, slugify
+from publisher.store import Store
 
 
 @pytest.fixture

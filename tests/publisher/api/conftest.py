@@ -11,11 +11,11 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from publisher.api import create_app
-from publisher.auth import create_token
-from publisher.catalog import default_catalog
+from publisher.api.app import create_app
+from publisher.api.auth import create_token
+from publisher.core.catalog import default_catalog
+from publisher.core.rules import RuleLimits
 from publisher.publish import RedisPublisher
-from publisher.rules import RuleLimits
 from publisher.service import Service
 from publisher.settings import PublisherSettings
 from publisher.store import Store

@@ -12,8 +12,8 @@ from starlette.testclient import TestClient
 from starlette.types import Message
 
 from publisher import cli
-from publisher.api import create_app
-from publisher.api_http import error_response, read_body
+from publisher.api.app import create_app
+from publisher.api.plumbing import error_response, read_body
 from publisher.errors import InvalidArgument, RequestTimeout
 from publisher.settings import PublisherSettings
 from publisher.store import Store

@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 import pytest
 from starlette.testclient import TestClient
 
-from publisher.api import create_app
-from publisher.auth import create_token
+from publisher.api.app import create_app
+from publisher.api.auth import create_token
 from publisher.service import Service
 from publisher.settings import PublisherSettings
 from tests.publisher.api.conftest import SRC, WS, Api, Clock

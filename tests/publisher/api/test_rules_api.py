@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from publisher.rules import RULES
+from publisher.core.rules import RULES
 from tests.publisher.api.conftest import WS, Api
 
 

@@ -11,12 +11,12 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from publisher.api import create_app
+from publisher.api.app import create_app
+from publisher.api.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature, verify
 from publisher.errors import Unauthenticated
 from publisher.publish import RedisPublisher
 from publisher.service import Service
 from publisher.settings import PublisherSettings
-from publisher.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature, verify
 from tests.publisher.api.conftest import NOW, SECRET, Api
 from tests.publisher.api.test_resources import served
 

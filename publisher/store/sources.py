@@ -12,10 +12,10 @@ import secrets
 from typing import cast
 
 from edge import keyspace
+from publisher.core.model import SOURCE_TYPES, Source, SourceType, Workspace
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
-from publisher.model import SOURCE_TYPES, Source, SourceType, Workspace
-from publisher.store_base import StoreBase
-from publisher.store_schema import (
+from publisher.store.base import StoreBase
+from publisher.store.schema import (
     as_source,
     as_workspace,
     now_rfc3339,

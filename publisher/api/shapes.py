@@ -2,7 +2,7 @@
 
 Resource names follow the Config API: ``workspaces/{ws}/sources/{src}/destinations/{id}``
 and ``…/destinations/{id}/filters/{filter_id}``. Request bodies are checked field by field
-(``publisher.api_fields.Obj``): a wrong type or an unknown field is an ``InvalidArgument``
+(``publisher.api.fields.Obj``): a wrong type or an unknown field is an ``InvalidArgument``
 naming the field's path, so bad input is a 400 that says what to fix, never a crash.
 Read-only fields a GET returns (``parent``, ``create_time``, ``update_time``) may be echoed
 back and are ignored.
@@ -14,11 +14,11 @@ import base64
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from publisher.api_fields import Obj, T
-from publisher.catalog import Catalog
+from publisher.api.fields import Obj, T
+from publisher.core.catalog import Catalog
+from publisher.core.model import RESOURCE_ID_RE, Filter, Instance, Source
+from publisher.core.specs import InstanceSpec, filter_dict
 from publisher.errors import InvalidArgument, type_name
-from publisher.model import RESOURCE_ID_RE, Filter, Instance, Source
-from publisher.service import InstanceSpec, filter_dict
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 200

@@ -6,7 +6,7 @@ does not leak usable tokens; a request is authenticated by looking the hash of t
 token up (an exact-match index lookup, no secret-dependent string comparison in Python).
 
 Each token belongs to one workspace and has the scope ``read`` or ``write`` (a read token
-sees secret settings masked: publisher/api_destinations.py). The API answers a
+sees secret settings masked: publisher/api/destinations.py). The API answers a
 token asking for another workspace's resources exactly as it answers for a workspace that does
 not exist (404), so names do not leak.
 """
@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from publisher.core.model import Workspace
+from publisher.core.specs import check_text
 from publisher.errors import (
     InvalidArgument,
     NotFound,
@@ -26,10 +28,8 @@ from publisher.errors import (
     RateLimited,
     Unauthenticated,
 )
-from publisher.model import Workspace
 from publisher.service import Service
-from publisher.specs import check_text
-from publisher.store import TOKEN_SCOPES
+from publisher.store.callers import TOKEN_SCOPES
 
 TOKEN_PREFIX = "sct_"
 MAX_TOKEN_NAME = 100  # characters of a token's name (what `token create --name` labels it)

@@ -1,9 +1,9 @@
 """What the store keeps about the publisher's HTTP callers: API tokens and webhook deliveries.
 
-A Config API token is stored only as its hash (auth.py makes and checks tokens), so the
-database never holds a usable credential. A webhook delivery is recorded under its event id
-with the response it got, so a sender's retry of the same event replays that response and
-changes nothing.
+A Config API token is stored only as its hash (publisher/api/auth.py makes and checks
+tokens), so the database never holds a usable credential. A webhook delivery is recorded under
+its event id with the response it got, so a sender's retry of the same event replays that
+response and changes nothing.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, cast
 import orjson
 
 from publisher.errors import AlreadyExists, InvalidArgument
-from publisher.store_base import StoreBase
-from publisher.store_schema import now_rfc3339, require_name, to_json
+from publisher.store.base import StoreBase
+from publisher.store.schema import now_rfc3339, require_name, to_json
 
 TOKEN_SCOPES = ("read", "write")
 

@@ -14,6 +14,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from publisher.core.fql import BROWSER_FUNCTIONS, functions_used, ir_json, parse
+from publisher.core.model import Filter
 from publisher.errors import (
     CompileError,
     FQLError,
@@ -22,8 +24,6 @@ from publisher.errors import (
     shown,
     type_name,
 )
-from publisher.fql import BROWSER_FUNCTIONS, functions_used, ir_json, parse
-from publisher.model import Filter
 
 MAX_FILTERS_PER_DESTINATION = 10  # "Segment supports 10 filters per destination"
 MAX_TITLE_CHARS = 64  # "filter name max 64"

@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from publisher import api_shapes as shapes
-from publisher.api_fields import Obj
-from publisher.api_http import json_response, page, read_json, source_of, written
+from publisher.api import shapes
+from publisher.api.fields import Obj
+from publisher.api.plumbing import json_response, page, read_json, source_of, written
+from publisher.core.model import Source
 from publisher.errors import NotFound
-from publisher.model import Source
 
 FIELDS = ("if", "actions", "title", "description", "enabled")
 _EMPTY: dict[str, Any] = {"if": "", "actions": [], "title": "", "description": "",

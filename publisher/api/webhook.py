@@ -37,12 +37,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from publisher.api_fields import Obj
-from publisher.api_http import json_response, parse_json, read_body, state
-from publisher.api_shapes import parse_destination, source_dict
+from publisher.api.fields import Obj
+from publisher.api.plumbing import json_response, parse_json, read_body, state
+from publisher.api.shapes import parse_destination, source_dict
+from publisher.core.model import Source
+from publisher.core.specs import InstanceSpec
 from publisher.errors import InvalidArgument, NotFound, Unauthenticated
-from publisher.model import Source
-from publisher.service import InstanceSpec, PublishResult
+from publisher.publish import PublishResult
 
 TIMESTAMP_HEADER = "X-Settings-CDN-Timestamp"
 SIGNATURE_HEADER = "X-Settings-CDN-Signature"

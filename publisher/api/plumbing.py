@@ -21,9 +21,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from publisher import api_shapes as shapes
-from publisher.api_fields import check_unique_keys
-from publisher.auth import Principal, RateLimiter, authenticate
+from publisher.api import shapes
+from publisher.api.auth import Principal, RateLimiter, authenticate
+from publisher.api.fields import check_unique_keys
+from publisher.core.model import Source
+from publisher.core.rules import RULES
 from publisher.errors import (
     InvalidArgument,
     PayloadTooLarge,
@@ -31,9 +33,8 @@ from publisher.errors import (
     RateLimited,
     RequestTimeout,
 )
-from publisher.model import Source
-from publisher.rules import RULES
-from publisher.service import PublishResult, Service
+from publisher.publish import PublishResult
+from publisher.service import Service
 from publisher.settings import PublisherSettings
 
 
@@ -69,7 +70,7 @@ async def authorize(request: Request, *, write: bool = False) -> tuple[Service, 
         who.require_workspace(ws)
     if write:
         who.require_write()
-    request.state.principal = who  # (what the answer may show: publisher/api_destinations.py)
+    request.state.principal = who  # (what the answer may show: publisher/api/destinations.py)
     return st.service, who
 
 

@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+import unicodedata
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge import keyspace
-from publisher import filters as filters_mod
-from publisher.catalog import Catalog
+from publisher.core import filters as filters_mod
+from publisher.core.catalog import Catalog
+from publisher.core.model import CONNECTION_MODES, RESOURCE_ID_RE, Filter, Instance, Source
+from publisher.core.rules import default_display_name
 from publisher.errors import InvalidArgument
-from publisher.model import CONNECTION_MODES, RESOURCE_ID_RE, Filter, Instance, Source
-from publisher.rules import default_display_name
-from publisher.store import new_instance_id
 
 SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 
@@ -80,6 +80,22 @@ def filter_dict(f: Filter) -> dict[str, Any]:
     """A filter in Config API shape (without its resource name)."""
     return {"id": f.id, "if": f.if_, "actions": [dict(a) for a in f.actions], "title": f.title,
             "description": f.description, "enabled": f.enabled}
+
+
+def slugify(text: str) -> str:
+    """A URL-safe lower-case slug of a name: "Google Analytics 4" -> "google-analytics-4"."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
+    return slug[:64].rstrip("-") or "destination"
+
+
+def new_instance_id(display_name: str, taken: Collection[str]) -> str:
+    """A URL-safe id for a new instance, from its display name, not in ``taken``."""
+    base = slugify(display_name)
+    candidate, n = base, 2
+    while candidate in taken:
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate
 
 
 class SpecBuilder:

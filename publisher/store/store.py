@@ -13,9 +13,10 @@ Lookups (``get_*``, ``*_bundle``) return ``None`` for an absent row; writes rais
 ``InvalidArgument``, ``AlreadyExists`` or ``NotFound`` naming the value at fault. Timestamps
 are RFC 3339 UTC strings; ``published_at`` is Unix seconds like the keyspace's.
 
-The tables are in ``store_schema`` and each family of rows is a mixin of its own module
-(``store_sources``, ``store_instances``, ``store_bundles``, ``store_callers``); this module keeps
-what they share — the two connections, their locks, transactions — and is what others import.
+The tables are in ``schema`` and each family of rows is a mixin of its own module
+(``sources``, ``instances``, ``bundles``, ``callers``); this module keeps what they share — the
+two connections, their locks, transactions — and composes them into ``Store``, the package's
+one public name (``from publisher.store import Store``).
 """
 
 from __future__ import annotations
@@ -27,26 +28,11 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 from publisher.errors import Busy, InvalidArgument
-from publisher.store_bundles import BundlesMixin
-from publisher.store_callers import TOKEN_SCOPES, CallersMixin, Token, WebhookEvent
-from publisher.store_instances import INSTANCE_ID_RE, InstancesMixin, new_instance_id, slugify
-from publisher.store_schema import SCHEMA, SLUG_RE, now_rfc3339
-from publisher.store_sources import WRITE_KEY_RE, SourcesMixin
-
-__all__ = [
-    "BUSY_TIMEOUT_MS",
-    "INSTANCE_ID_RE",
-    "SCHEMA",
-    "SLUG_RE",
-    "TOKEN_SCOPES",
-    "WRITE_KEY_RE",
-    "Store",
-    "Token",
-    "WebhookEvent",
-    "new_instance_id",
-    "now_rfc3339",
-    "slugify",
-]
+from publisher.store.bundles import BundlesMixin
+from publisher.store.callers import CallersMixin
+from publisher.store.instances import InstancesMixin
+from publisher.store.schema import SCHEMA
+from publisher.store.sources import SourcesMixin
 
 # How long a write waits for another process's write transaction (no transaction holds a
 # Redis call: each publishes after its COMMIT) before it gives up (Busy, a 503).

@@ -2,10 +2,10 @@
 
 Every write goes through ``Service`` (validate, rules, one transaction, publish) and answers
 with the resource and ``bundle`` — what the write did to the source's published bundle.
-Requests authenticate with ``Authorization: Bearer <token>`` (``publisher.auth``); shapes and
-request parsing live in ``publisher.api_shapes``, bodies and error mapping in
-``publisher.api_http``, the destination and filter routes in ``publisher.api_destinations``
-and ``publisher.api_filters``. Service calls are synchronous (SQLite, sync Redis) and run in the
+Requests authenticate with ``Authorization: Bearer <token>`` (``publisher.api.auth``); shapes
+and request parsing live in ``publisher.api.shapes``, bodies and error mapping in
+``publisher.api.plumbing``, the destination and filter routes in ``publisher.api.destinations``
+and ``publisher.api.filters``. Service calls are synchronous (SQLite, sync Redis) and run in the
 thread pool; resources are opened in the lifespan, nothing at import. The lifespan also runs
 ``publisher.retry``: what a Redis failure left pending is published once Redis answers.
 """
@@ -25,10 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from publisher import api_destinations, api_filters
-from publisher import api_shapes as shapes
-from publisher.api_fields import Obj
-from publisher.api_http import (
+from publisher.api import destinations as api_destinations
+from publisher.api import filters as api_filters
+from publisher.api import shapes
+from publisher.api.auth import RateLimiter
+from publisher.api.fields import Obj
+from publisher.api.plumbing import (
     EXCEPTION_HANDLERS,
     ApiState,
     authorize,
@@ -38,12 +40,12 @@ from publisher.api_http import (
     source_of,
     written,
 )
-from publisher.auth import RateLimiter
+from publisher.api.webhook import config_changed
 from publisher.errors import InvalidArgument, NotFound
+from publisher.publish import PublishResult
 from publisher.retry import publish_pending
-from publisher.service import PublishResult, Service
+from publisher.service import Service, build_service
 from publisher.settings import PublisherSettings
-from publisher.webhook import config_changed
 
 # -- workspaces and sources ----------------------------------------------------------------
 
@@ -179,8 +181,6 @@ def create_app(settings: PublisherSettings, *, service: Service | None = None,
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         svc = service
         if svc is None:
-            from publisher.cli import build_service
-
             svc = await run_in_threadpool(build_service, settings)
         limiter = RateLimiter(settings.rate_limit, now)
         retry = (asyncio.create_task(publish_pending(svc, settings.retry_interval))

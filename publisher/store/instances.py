@@ -3,46 +3,30 @@
 Every writer (Config API, webhook, workspace file) reads a source's instances, changes them
 and hands the complete list back; :meth:`InstancesMixin.replace_instances` works out what
 changed, so only what did gets a new ``updated_at``. This module checks the shape the tables
-rely on (URL-safe ids, unique per source; display names unique ignoring case) and makes new
-ids from display names; the destination rules themselves live in rules.py.
+rely on (URL-safe ids, unique per source; display names unique ignoring case); new ids are
+made from display names in publisher/core/specs.py, the destination rules are
+publisher/core/rules.py.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-import unicodedata
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import cast
 
 import orjson
 
+from publisher.core.model import CONNECTION_MODES, Filter, Instance
 from publisher.errors import AlreadyExists, InvalidArgument
-from publisher.model import CONNECTION_MODES, Filter, Instance
-from publisher.store_base import StoreBase
-from publisher.store_schema import id_list, now_rfc3339, require_name, to_json
+from publisher.store.base import StoreBase
+from publisher.store.schema import id_list, now_rfc3339, require_name, to_json
 
 INSTANCE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,99}$")
 
 
-def slugify(text: str) -> str:
-    """A URL-safe lower-case slug of a name: "Google Analytics 4" -> "google-analytics-4"."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return slug[:64].rstrip("-") or "destination"
-
-
-def new_instance_id(display_name: str, taken: Collection[str]) -> str:
-    """A URL-safe id for a new instance, from its display name, not in ``taken``."""
-    base = slugify(display_name)
-    candidate, n = base, 2
-    while candidate in taken:
-        candidate, n = f"{base}-{n}", n + 1
-    return candidate
-
-
 def _check_instances(source_id: int, instances: Sequence[Instance]) -> None:
-    """Shape checks the store owns (the destination rules live in rules.py)."""
+    """Shape checks the store owns (the destination rules live in core/rules.py)."""
     ids: set[str] = set()
     names: dict[str, str] = {}
     for inst in instances:

@@ -1,10 +1,10 @@
 """The destination catalog: what each destination supports, its settings' specs included.
 
 The data is a copy of ``shared/catalog/destinations.json`` shipped inside the package
-(``publisher/data/destinations.json``); see that folder's README for how each field was
+(``publisher/core/data/destinations.json``); see that folder's README for how each field was
 derived. Lookups accept a catalog slug (``amplitude``), a display name (``Amplitude``) or the
 device-mode integrations key / a previous name (``Appboy`` for Braze). A user's values for
-those settings are checked in publisher/setting_values.py.
+those settings are checked in publisher/core/setting_values.py.
 """
 
 from __future__ import annotations

@@ -21,9 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from publisher.catalog import Catalog, CatalogDestination
+from publisher.core.catalog import Catalog, CatalogDestination
+from publisher.core.model import (
+    CONNECTION_MODES,
+    MOBILE_SOURCE_TYPES,
+    SOURCE_TYPES,
+    Instance,
+    Source,
+)
 from publisher.errors import InvalidArgument, RuleViolation
-from publisher.model import CONNECTION_MODES, MOBILE_SOURCE_TYPES, SOURCE_TYPES, Instance, Source
 
 RULES: dict[str, str] = {
     "invalid_source_type": "a source's type is one of web, ios, android, server, project",

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+from publisher.core.bundle import Bundle
+from publisher.core.model import Source
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
-from publisher.model import Source
-from publisher.publish import Bundle
-from publisher.store_base import StoreBase
-from publisher.store_schema import as_bundle, as_source, id_list, now_rfc3339
+from publisher.store.base import StoreBase
+from publisher.store.schema import as_bundle, as_source, id_list, now_rfc3339
 
 
 class BundlesMixin(StoreBase):

@@ -1,7 +1,7 @@
 """Config API destination instances: list, create (or copy), get, PATCH (``update_mask``),
 delete.
 
-Apart from publisher/api.py as the filters are (publisher/api_filters.py): a destination's
+Apart from publisher/api/app.py as the filters are (publisher/api/filters.py): a destination's
 request shapes — the mask, ``config`` entries, ``copy_settings_from`` — are the API's largest.
 A field outside the mask is type-checked and left alone; ``copy_settings_from`` resolves only
 within the caller's workspace.
@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from publisher import api_shapes as shapes
-from publisher.api_fields import Obj
-from publisher.api_http import json_response, page, read_json, source_of, written
+from publisher.api import shapes
+from publisher.api.fields import Obj
+from publisher.api.plumbing import json_response, page, read_json, source_of, written
+from publisher.core.model import Source
 from publisher.errors import InvalidArgument, NotFound
-from publisher.model import Source
 from publisher.service import Service
 
 _DEST_FIELDS = ("display_name", "enabled", "connection_mode", "config")

@@ -24,8 +24,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from publisher.core.fql_lexer import Token, describe, tokenize
 from publisher.errors import FQLError
-from publisher.fql_lexer import Token, describe, tokenize
 
 MAX_EXPRESSION_BYTES = 5 * 1024  # "FQL queries are limited to 5 KB each" (Segment docs)
 MAX_NESTING = 64  # parentheses, lists, calls and '!' — keeps the parser's recursion bounded

@@ -1,7 +1,7 @@
 """What the row-family mixins of :class:`publisher.store.Store` may call, for the type checker.
 
 ``Store`` is put together from one mixin per family of tables; the core they all use (the write
-connection, ``transaction()``, the read helpers) stays in ``store.py`` beside the locks it
+connection, ``transaction()``, the read helpers) stays in ``store/store.py`` beside the locks it
 guards. Each mixin derives from :class:`StoreBase`, whose declarations let ``mypy --strict``
 check every call across the split; at run time ``StoreBase`` is an empty class, and every call
 a mixin makes is answered by ``Store`` itself.
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from publisher.model import Source
+from publisher.core.model import Source
 
 
 class StoreBase:
@@ -33,5 +33,5 @@ class StoreBase:
 
         def _all(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
 
-        # (store_sources has it; store_instances checks the source exists before a write)
+        # (store/sources.py has it; store/instances.py checks the source exists before a write)
         def _require_source(self, source_id: int) -> Source: ...

@@ -1,6 +1,6 @@
 """The configuration database's tables, and how values go into and come out of their rows.
 
-Every row family (``store_sources``, ``store_instances``, ``store_bundles``, ``store_callers``)
+Every row family (``sources``, ``instances``, ``bundles``, ``callers`` in this package)
 reads and writes through these, so all of them agree on one encoding: JSON columns with sorted
 keys (an unchanged value compares equal to the stored text, so its ``updated_at`` stays put),
 RFC 3339 UTC timestamps, and names and slugs checked before they are written (a bad one is an
@@ -17,9 +17,9 @@ from typing import Any, cast
 
 import orjson
 
+from publisher.core.bundle import Bundle
+from publisher.core.model import Source, SourceType, Workspace
 from publisher.errors import InvalidArgument
-from publisher.model import Source, SourceType, Workspace
-from publisher.publish import Bundle
 
 SLUG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 

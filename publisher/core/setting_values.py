@@ -1,7 +1,7 @@
 """A user's setting values checked against the catalog: names, types, depth, required ones.
 
 Every write path (Config API, webhook, workspace file) stores settings only after this check,
-so what is stored always fits the catalog the bundle compiler reads (publisher/compile.py):
+so what is stored always fits the catalog the bundle compiler reads (publisher/core/compile.py):
 an unknown name, a value of the wrong JSON type or one nested past ``MAX_SETTING_DEPTH`` is a
 ``SettingError`` naming the setting and its destination, never a crash later on.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from publisher.catalog import CatalogDestination
+from publisher.core.catalog import CatalogDestination
 from publisher.errors import SettingError, type_name
 
 # Catalog setting type -> predicate over the JSON value a user supplied.

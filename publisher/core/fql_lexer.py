@@ -1,6 +1,6 @@
 """FQL's lexer: an expression's characters -> tokens, each with its 0-based offset.
 
-Apart from the parser (publisher/fql.py) because the lexical rules — field paths with
+Apart from the parser (publisher/core/fql.py) because the lexical rules — field paths with
 ``\\x`` escapes, strings without escapes, numbers the browser reads as JavaScript numbers —
 are where Segment's grammar is least documented and where hostile input arrives first: every
 refusal is an ``FQLError`` naming the offset and, where one is likely, the fix.

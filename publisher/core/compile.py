@@ -42,9 +42,9 @@ from typing import Any
 
 import orjson
 
-from publisher.catalog import Catalog, CatalogDestination
+from publisher.core.catalog import Catalog, CatalogDestination
+from publisher.core.model import Filter, Instance, Source
 from publisher.errors import CompileError
-from publisher.model import Filter, Instance, Source
 
 SEGMENT_IO = "Segment.io"
 # analytics-next reads nothing from it; every real document carries this value (contract §2.2).
@@ -209,7 +209,7 @@ def _routing_rules(
     if not wanted:
         return []
     # Imported only when needed: a source without filters compiles without the FQL machinery.
-    from publisher.filters import routing_rules
+    from publisher.core.filters import routing_rules
 
     rules: list[dict[str, Any]] = []
     for key, filters in wanted:

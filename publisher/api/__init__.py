@@ -1,0 +1,1 @@
+"""The Config API and the webhook over HTTP: one Starlette app (``app.create_app``)."""
