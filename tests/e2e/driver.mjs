@@ -37,7 +37,8 @@ try {
   reply({ ok: false, fatal: `cannot launch ${executablePath}: ${err.message}` })
   process.exit(2)
 }
-const context = await browser.newContext()
+// A test's TLS proxy has a self-signed certificate.
+const context = await browser.newContext({ ignoreHTTPSErrors: true })
 const page = await context.newPage()
 
 let requests = []

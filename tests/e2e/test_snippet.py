@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -25,8 +27,17 @@ from tests.e2e.browser import Browser
 from tests.e2e.conftest import StartEdge
 from tests.e2e.integrations import script_url_path
 from tests.e2e.publishing import UNKNOWN_WRITE_KEY, WRITE_KEY, cloud, device, publish
-from tests.e2e.servers import ANALYTICS_UMD, ROOT, PageServer, fetch
+from tests.e2e.servers import (
+    ANALYTICS_UMD,
+    NGINX,
+    ROOT,
+    PageServer,
+    Process,
+    fetch,
+    require_program,
+)
 from tests.e2e.test_analytics_next import AMPLITUDE, BRAZE, ENV
+from tests.services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -125,3 +136,77 @@ def test_snippet_with_an_unknown_write_key(
         f"/analytics.js/v1/{UNKNOWN_WRITE_KEY}/analytics.min.js"], visit["requests"]
     assert counter(edge.url, "analytics_js", 404) == 1
     assert counter(edge.url, "analytics_js", 200) == 0
+
+
+TLS_CONF = """
+daemon off;
+master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/client_body;
+    proxy_temp_path {d}/proxy_temp;
+    fastcgi_temp_path {d}/fastcgi_temp;
+    uwsgi_temp_path {d}/uwsgi_temp;
+    scgi_temp_path {d}/scgi_temp;
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;
+        location / {{ proxy_pass {upstream}; proxy_http_version 1.1; }}
+    }}
+}}
+"""
+
+
+@pytest.fixture
+def tls_proxy(tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """Debian's nginx terminating TLS (a self-signed certificate) in front of an edge."""
+    started: list[Process] = []
+
+    def start(upstream: str) -> str:
+        nginx = require_program(NGINX, "apt-get install nginx-light (or set NGINX_BIN)")
+        d = tmp_path / "tls"
+        d.mkdir()
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+                       check=True, capture_output=True, timeout=60)
+        port = free_port()
+        (d / "nginx.conf").write_text(TLS_CONF.format(d=d, port=port, upstream=upstream))
+        proc = Process("nginx-tls", [nginx, "-p", str(d), "-e", str(d / "error.log"),
+                                     "-c", str(d / "nginx.conf")], log_dir=d)
+        started.append(proc)
+        proc.start(port)
+        return f"https://127.0.0.1:{port}"
+
+    yield start
+    for proc in started:
+        proc.stop(signal.SIGQUIT)
+
+
+def test_an_https_snippet_host_is_the_whole_switch(
+    redis_client: redis.Redis, start_edge: StartEdge, assets_dir: Path, browser: Browser,
+    tls_proxy: Callable[[str], str],
+) -> None:
+    """With the edge behind https, the snippet's script host alone moves analytics-next: no
+    ``analytics._cdn``; settings, chunks and integration scripts all come from that host."""
+    publish(redis_client, INSTANCES, version=1, published_at=int(time.time()) - 10)
+    edge = start_edge(SNIPPET_ENV)
+    build_scripts(edge.url, WRITE_KEY, assets_dir)
+    cdn = tls_proxy(edge.url)
+    url = "?" + urlencode({"edge": cdn, "writeKey": WRITE_KEY})
+
+    with PageServer(DEMO / "page") as page:
+        visit = browser.visit(f"{page.url}/{url}", result_var="demoResult")
+
+    assert visit["ready"] is True, visit
+    assert sorted(visit["initialized"]) == ["Amplitude", "Appboy"], visit
+    assert visit["failedInitializations"] == []
+    paths = from_edge(visit, cdn)
+    assert f"/v1/projects/{WRITE_KEY}/settings" in paths, visit["requests"]
+    assert script_url_path(*AMPLITUDE) in paths and script_url_path(*BRAZE) in paths, paths
+    assert any(p.startswith("/analytics-next/bundles/") for p in paths), paths
+    assert not any(r["url"].startswith(edge.url) for r in visit["requests"])
