@@ -25,7 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
-from edge import assets, http, propagation
+from edge import assets, http, propagation, snippet
 from edge.answer import Runtime, scan, settings_answer
 from edge.cache import BundleCache
 from edge.instant import Subscription
@@ -82,7 +82,8 @@ class EdgeApp:
         path: str = scope["path"]
         if path.startswith(SETTINGS_PREFIX) and path.endswith(SETTINGS_SUFFIX):
             return await serve_settings(scope, send, rt)
-        route = "assets" if path.startswith(assets.PREFIX) else "other"
+        route = ("assets" if path.startswith(assets.PREFIX) else
+                 "analytics_js" if path.startswith(snippet.PREFIXES) else "other")
 
         async def counting_send(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -212,6 +213,7 @@ def create_app(
     settings = settings if settings is not None else EdgeSettings.from_env()
     propagation.check_budget(settings)
     now = clock if clock is not None else time.monotonic
+    standalone = snippet.Standalone.load(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -269,6 +271,7 @@ def create_app(
         Route("/v1/propagation", propagation_endpoint, methods=["GET", "HEAD"]),
         Route(assets.PREFIX + "{path:path}", assets_endpoint,
               methods=["GET", "HEAD", "OPTIONS"]),
+        *standalone.routes(),
         Route("/{path:path}", not_found_endpoint,
               methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]

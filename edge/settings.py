@@ -48,6 +48,8 @@ class EdgeSettings:
     fast_path: bool = True
     assets_dir: str = ""
     assets_latest_max_age: int = 120
+    analytics_js: str = ""
+    analytics_js_max_age: int = 300
 
     def __post_init__(self) -> None:
         for option in OPTIONS:
@@ -133,6 +135,12 @@ def _workers(value: Any) -> str | None:
 def shown(option: Option, value: Any) -> Any:
     """A setting's value as an error message may show it (a URL without its password)."""
     return masked_url(str(value)) if option.env == "REDIS_URL" else value
+
+
+def _readable_file(value: Any) -> str | None:
+    if value == "" or (os.path.isfile(value) and os.access(value, os.R_OK)):
+        return None
+    return "is not a readable file"
 
 
 def _assets_dir(value: Any) -> str | None:
@@ -222,6 +230,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("EDGE_ASSETS_LATEST_MAX_AGE", "assets_latest_max_age", int, "an integer",
            _at_least(0), "max-age of unversioned ('latest') assets; versioned ones are "
            "immutable."),
+    Option("EDGE_ANALYTICS_JS", "analytics_js", str, "a file", _readable_file,
+           "analytics-next's standalone build (dist/umd/standalone.js of the "
+           "@segment/analytics-next npm package), served at /analytics.js/v1/{writeKey}/"
+           "analytics.min.js for every known write key, its chunks beside it at "
+           "/analytics-next/bundles/ (unset: those paths are 404, logged at start)."),
+    Option("EDGE_ANALYTICS_JS_MAX_AGE", "analytics_js_max_age", int, "an integer",
+           _at_least(0), "Cache-Control max-age of analytics.min.js (its chunks are "
+           "immutable)."),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(EdgeSettings)}:  # pragma: no cover

@@ -134,3 +134,27 @@ install_debian_packages() {
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     "$@" >/dev/null
 }
+
+# -- the browser demo (scripts/run): analytics.js and device-mode scripts from npm ---------------
+
+DEMO_DIR="$ROOT/demo"
+DEMO_ANALYTICS_JS="$DEMO_DIR/node_modules/@segment/analytics-next/dist/umd/standalone.js"
+
+# demo/node_modules from demo/package-lock.json (`npm ci`: the npm registry only; skipped when
+# current). Installs Debian's npm when node or npm is missing (as root, or through sudo).
+ensure_demo_node_modules() {
+  local lock="$DEMO_DIR/node_modules/.package-lock.json"
+  if [ -f "$lock" ] && [ "$lock" -nt "$DEMO_DIR/package-lock.json" ] &&
+     [ -d "$DEMO_DIR/node_modules/esbuild" ] && [ -f "$DEMO_ANALYTICS_JS" ]; then
+    return 0
+  fi
+  ensure_debian_packages node:nodejs npm:npm || return 1
+  (cd "$DEMO_DIR" && npm ci --no-audit --no-fund --loglevel=error) >&2
+}
+
+# build_demo_integrations SETTINGS_JSON OUT_DIR: the device-mode integration scripts the settings
+# document names, bundled by demo/build.mjs into OUT_DIR (served at /next-integrations/).
+# Prints one JSON line per integration key.
+build_demo_integrations() {
+  node "$DEMO_DIR/build.mjs" --settings "$1" --out "$2"
+}

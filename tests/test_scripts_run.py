@@ -33,6 +33,14 @@ def test_scripts_run_smoke(tmp_path: Path) -> None:
         in proc.stdout
     assert "smoke check passed" in proc.stdout
     assert "stopped." in proc.stdout
+    edge = f"http://127.0.0.1:{env['EDGE_PORT']}"
+    # the browser demo: analytics.js and the device-mode scripts, each checked by the smoke run
+    assert f"ok {edge}/analytics.js/v1/acmeWebsiteWriteKey0001/analytics.min.js" in proc.stdout
+    assert f"ok {edge}/next-integrations/integrations/amplitude/3.3.3/amplitude.dynamic.js.gz" \
+        in proc.stdout
+    assert f"ok {edge}/next-integrations/integrations/appboy/" in proc.stdout
+    assert re.search(rf"open http://127\.0\.0\.1:\d+/\?edge={re.escape(edge)}"
+                     r"&writeKey=acmeWebsiteWriteKey0001", proc.stdout), proc.stdout
 
 
 def _path_without_redis_server(bin_dir: Path) -> str:

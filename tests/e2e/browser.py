@@ -77,10 +77,12 @@ class Browser:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def visit(self, url: str, timeout: float = 20.0) -> dict[str, Any]:
-        """Load ``url`` and return the page's outcome and every request it made."""
+    def visit(self, url: str, timeout: float = 20.0,
+              result_var: str = "__e2eResult") -> dict[str, Any]:
+        """Load ``url`` and return the page's outcome (``window[result_var]``) and every
+        request it made."""
         assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps({"cmd": "visit", "url": url,
+        self.proc.stdin.write(json.dumps({"cmd": "visit", "url": url, "resultVar": result_var,
                                           "timeoutMs": int(timeout * 1000)}) + "\n")
         self.proc.stdin.flush()
         answer = self._read(timeout + 10)

@@ -1,7 +1,7 @@
 // Drives Debian's headless Chromium (never a downloaded browser) through playwright-core.
 //
 // Protocol: one JSON command per stdin line, one JSON answer per stdout line.
-//   {"cmd": "visit", "url": "...", "timeoutMs": 15000}
+//   {"cmd": "visit", "url": "...", "timeoutMs": 15000, "resultVar": "__e2eResult"}
 //     -> {"ok": true, "loaded": bool, "error": str|null, "initialized": [names],
 //         "requests": [{"url", "method", "status", "failure"}], "console": [text]}
 //   {"cmd": "close"} -> {"ok": true} and exit.
@@ -37,7 +37,8 @@ try {
   reply({ ok: false, fatal: `cannot launch ${executablePath}: ${err.message}` })
   process.exit(2)
 }
-const context = await browser.newContext()
+// A test's TLS proxy has a self-signed certificate.
+const context = await browser.newContext({ ignoreHTTPSErrors: true })
 const page = await context.newPage()
 
 let requests = []
@@ -55,17 +56,18 @@ page.on('requestfailed', (r) => {
 page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`))
 page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`))
 
-async function visit({ url, timeoutMs = 15000 }) {
+async function visit({ url, timeoutMs = 15000, resultVar = '__e2eResult' }) {
   requests = []
   consoleLines = []
   await page.goto(url, { waitUntil: 'load', timeout: timeoutMs })
-  // The page sets window.__e2eResult once AnalyticsBrowser.load settles (see page/index.html).
-  await page.waitForFunction(() => window.__e2eResult !== undefined, null, { timeout: timeoutMs })
+  // The page sets window[resultVar] once analytics settles (page/index.html: __e2eResult once
+  // AnalyticsBrowser.load settles; demo/page/index.html: demoResult once ready() resolves).
+  await page.waitForFunction((name) => window[name] !== undefined, resultVar, { timeout: timeoutMs })
   await page.waitForLoadState('networkidle', { timeout: timeoutMs }).catch(() => {})
-  const result = await page.evaluate(() => ({
-    ...window.__e2eResult,
+  const result = await page.evaluate((name) => ({
     initialized: window.__e2eInitialized || [],
-  }))
+    ...window[name],
+  }), resultVar)
   return { ok: true, ...result, requests, console: consoleLines }
 }
 

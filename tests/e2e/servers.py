@@ -271,9 +271,9 @@ class PageServer:
     page sets ``window.analytics._cdn`` to this server before loading it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, page_dir: Path = PAGE_DIR) -> None:
         root = Path(tempfile.mkdtemp(prefix="sc-page-"))
-        shutil.copytree(PAGE_DIR, root, dirs_exist_ok=True)
+        shutil.copytree(page_dir, root, dirs_exist_ok=True)
         (root / "analytics-next").mkdir()
         (root / "analytics-next" / "bundles").symlink_to(ANALYTICS_UMD)
         handler = functools.partial(_QuietHandler, directory=str(root))
