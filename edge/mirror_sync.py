@@ -188,7 +188,9 @@ async def _run(settings: EdgeSettings) -> SyncReport:
         await client.aclose()
 
 
-def main(settings: EdgeSettings, out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+def main(settings: EdgeSettings, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out = sys.stdout if out is None else out
+    err = sys.stderr if err is None else err
     if not settings.assets_upstream:
         print("settings-cdn-edge assets sync: EDGE_ASSETS_UPSTREAM is empty: nothing to fetch "
               "from", file=err)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from edge.app import create_app
 from edge.assets import mirrorable
 from edge.metrics import Metrics
 from edge.mirror import Mirror, Upstream, upstream_problem
+from edge.mirror import store as mirror_store
 from edge.settings import EdgeSettings, SettingsError
 from tests.edge.upstream import Upstream as FakeUpstream
 from tests.edge.upstream import script
@@ -423,3 +425,28 @@ def test_assets_dir_may_not_exist_yet_but_must_not_be_a_file(tmp_path: Path) -> 
 )
 def test_mirrorable(path: str, expected: bool) -> None:
     assert mirrorable(path) is expected
+
+
+def test_store_never_exposes_a_partial_file(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a file is being written and synced, its path holds nothing or the previous
+    complete version; the new one appears whole, and no temporary file is left."""
+    root = tmp_path / "store"
+    seen: list[bytes | None] = []
+    real_fsync = os.fsync
+
+    def watching_fsync(fd: int) -> None:
+        if stat.S_ISREG(os.fstat(fd).st_mode):  # the data's sync, not the directory's
+            target = root / AMP
+            seen.append(target.read_bytes() if target.exists() else None)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", watching_fsync)
+    old, new = b"\x1f\x8bold" * 1000, b"\x1f\x8bnew" * 2000
+
+    mirror_store(str(root), AMP, old)
+    mirror_store(str(root), AMP, new)
+
+    assert (root / AMP).read_bytes() == new
+    assert len(seen) == 2 and set(seen) <= {None, old}
+    assert files_in(root) == [AMP]
