@@ -29,7 +29,7 @@ from bench.procs import Processes, cores, free_port, require_tool
 from bench.report import Results
 
 RESULTS_DIR = Path(__file__).parent / "results"
-PHASES = ("http", "proxy", "cold", "memory", "api")
+PHASES = ("http", "proxy", "cold", "memory", "api", "mirror")
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,10 @@ def run(cfg: BenchConfig) -> Results:
             from bench.propagation import measure
 
             measure(s)
+        if "mirror" in cfg.phases:  # stored /next-integrations/ files: edge vs nginx
+            from bench import mirror
+
+            mirror.measure(s)
     finally:
         procs.stop_all()
         os.sched_setaffinity(0, affinity)
