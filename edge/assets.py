@@ -15,10 +15,13 @@ encoded traversal is refused by the same rule. The mirror fetches only ``mirrora
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import os
 import re
 import time
+from collections import OrderedDict
+from email.utils import formatdate
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -123,10 +126,59 @@ def _headers(path: str, latest_max_age: int) -> tuple[str, dict[str, str]]:
     return content_type, headers
 
 
+class FileMemory:
+    """Stored files a worker keeps in memory, up to ``max_bytes`` in all (least recently
+    served dropped first), each at most ``max_file`` bytes. An entry is served only while the
+    file's mtime and size are those it was read with (one ``stat`` per request), so a file
+    replaced in the store (a refreshed ``latest``) is read again."""
+
+    def __init__(self, max_bytes: int = 64 << 20, max_file: int = 1 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.max_file = max_file
+        self.size = 0
+        self._held: OrderedDict[str, tuple[int, int, bytes]] = OrderedDict()
+
+    def get(self, full: str, stat: os.stat_result) -> bytes | None:
+        held = self._held.get(full)
+        if held is not None and held[0] == stat.st_mtime_ns and held[1] == stat.st_size:
+            self._held.move_to_end(full)
+            return held[2]
+        if stat.st_size > self.max_file:
+            return None
+        try:
+            with open(full, "rb") as src:
+                body = src.read(self.max_file + 1)
+        except OSError:
+            return None
+        if len(body) != stat.st_size:
+            return None  # replaced meanwhile: the next request reads the new one
+        if held is not None:
+            self.size -= held[1]
+        self._held[full] = (stat.st_mtime_ns, stat.st_size, body)
+        self.size += stat.st_size
+        while self.size > self.max_bytes:
+            _, (_, size, _) = self._held.popitem(last=False)
+            self.size -= size
+        return body
+
+
+def _stat_headers(stat: os.stat_result) -> dict[str, str]:
+    """``Last-Modified`` and ``ETag`` as Starlette's FileResponse derives them."""
+    base = f"{stat.st_mtime}-{stat.st_size}"
+    return {"last-modified": formatdate(stat.st_mtime, usegmt=True),
+            "etag": f'"{hashlib.md5(base.encode(), usedforsecurity=False).hexdigest()}"'}
+
+
 def _file(request: Request, full: str, path: str, latest_max_age: int,
-          stat: os.stat_result) -> Response:
+          stat: os.stat_result, memory: FileMemory | None = None) -> Response:
     content_type, headers = _headers(path, latest_max_age)
-    response = FileResponse(full, headers=headers, media_type=content_type, stat_result=stat)
+    body = memory.get(full, stat) if memory is not None else None
+    if body is not None:
+        headers.update(_stat_headers(stat))
+        response: Response = Response(body, headers=headers, media_type=content_type)
+    else:
+        response = FileResponse(full, headers=headers, media_type=content_type,
+                                stat_result=stat)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match is not None and http.none_match(if_none_match, response.headers["etag"]):
         kept = {k: v for k, v in response.headers.items() if k.encode() in http.NOT_MODIFIED_KEEP}
@@ -151,6 +203,7 @@ async def serve(request: Request, root: str, latest_max_age: int,
             mirror.start(path)  # replaced in the background; this request is not held
         if mirror is not None:
             mirror.metrics.mirror_hits += 1
+            return _file(request, full, path, latest_max_age, stat, mirror.memory)
         return _file(request, full, path, latest_max_age, stat)
     if mirror is None or mirror.upstream is None or not mirrorable(path):
         return not_found()

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
-from edge.assets import media_type
+from edge.assets import FileMemory, media_type
 from edge.metrics import Metrics
 
 log = logging.getLogger("edge.mirror")
@@ -334,6 +334,7 @@ class Mirror:
         self.metrics = metrics if metrics is not None else Metrics()
         self.clock = clock
         self._flights: dict[str, asyncio.Task[Outcome]] = {}
+        self.memory = FileMemory()  # stored files served from memory (edge/assets.py)
         self._remembered: dict[str, tuple[float, Outcome]] = {}
 
     def remembered(self, relative: str) -> Outcome | None:
