@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TypedDict
@@ -30,6 +31,7 @@ from edge.answer import Runtime, scan, settings_answer
 from edge.cache import BundleCache
 from edge.instant import Subscription
 from edge.metrics import CONTENT_TYPE, Gauges, Metrics, Report, WorkerFiles, exposition, scrape
+from edge.mirror import Mirror, Upstream
 from edge.settings import EdgeSettings
 from edge.store import Store, StoreUnavailable, make_client
 
@@ -40,6 +42,7 @@ _START, _END = len(SETTINGS_PREFIX), -len(SETTINGS_SUFFIX)
 
 class State(TypedDict):
     edge: Runtime
+    mirror: Mirror
 
 
 async def _respond(send: Send, status: int, headers: http.Headers, body: bytes) -> None:
@@ -194,7 +197,17 @@ async def assets_endpoint(request: Request) -> Response:
     settings = rt.settings
     if not settings.assets_dir:
         return assets.not_found()
-    return await assets.serve(request, settings.assets_dir, settings.assets_latest_max_age)
+    return await assets.serve(request, settings.assets_dir, settings.assets_latest_max_age,
+                              request.state.mirror)
+
+
+def make_mirror(settings: EdgeSettings, metrics: Metrics) -> Mirror:
+    """The /next-integrations/ mirror of ``settings`` (no upstream: the store alone)."""
+    upstream = Upstream.parse(settings.assets_upstream) if settings.assets_upstream else None
+    return Mirror(os.path.abspath(settings.assets_dir), upstream,
+                  timeout=settings.assets_upstream_timeout, max_bytes=settings.assets_max_bytes,
+                  negative_ttl=settings.assets_negative_ttl,
+                  retry_after=settings.assets_retry_after, metrics=metrics)
 
 
 async def not_found_endpoint(request: Request) -> Response:
@@ -248,14 +261,16 @@ def create_app(
         # Everything built so far lives as long as the process: move it out of the garbage
         # collector's generations, so collections triggered by request garbage stay cheap.
         gc.freeze()
+        mirror = make_mirror(settings, metrics)
         task: asyncio.Task[None] | None = None
         if settings.instant:
             rt.subscription = Subscription(client, cache,
                                            retry_interval=settings.redis_retry_interval)
             task = asyncio.create_task(rt.subscription.run())
         try:
-            yield {"edge": rt}
+            yield {"edge": rt, "mirror": mirror}
         finally:
+            await mirror.aclose()
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

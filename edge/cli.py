@@ -1,4 +1,5 @@
-"""``settings-cdn-edge``: validate the settings, check the propagation budget, run uvicorn.
+"""``settings-cdn-edge``: validate the settings, check the propagation budget, run uvicorn;
+``settings-cdn-edge assets sync`` fills the asset store (edge/mirror_sync.py).
 
 Every option is an environment variable (``--help`` lists them with defaults). A bad value
 or a worst-case propagation above the budget exits with status 2 and a message naming the
@@ -15,11 +16,15 @@ from edge.settings import EdgeSettings, SettingsError, settings_table
 
 USAGE = """\
 usage: settings-cdn-edge [--help] [--check]
+       settings-cdn-edge assets sync
 
 Serve settings bundles from Redis at GET /v1/projects/{writeKey}/settings.
 
-  --help    show this text and exit
-  --check   validate the settings and the propagation budget, print the policy, exit
+  --help        show this text and exit
+  --check       validate the settings and the propagation budget, print the policy, exit
+  assets sync   fetch into EDGE_ASSETS_DIR, from EDGE_ASSETS_UPSTREAM, every destination
+                script the bundles published in Redis name and the store lacks; exit 1
+                when one is missing upstream or cannot be fetched
 
 Configuration is read from environment variables only:
 
@@ -31,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(USAGE + settings_table(), end="")
         return 0
+    if args[:1] == ["assets"]:
+        return _assets(args[1:])
     unknown = [a for a in args if a != "--check"]
     if unknown:
         print(f"settings-cdn-edge: unknown argument {unknown[0]!r} (see --help)", file=sys.stderr)
@@ -69,3 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_level=settings.log_level,
     )
     return 0
+
+
+def _assets(args: list[str]) -> int:
+    if args != ["sync"]:
+        print("settings-cdn-edge: usage: settings-cdn-edge assets sync (see --help)",
+              file=sys.stderr)
+        return 2
+    try:
+        settings = EdgeSettings.from_env()
+    except SettingsError as exc:
+        print(f"settings-cdn-edge: {exc}", file=sys.stderr)
+        return 2
+    from edge import mirror_sync
+
+    return mirror_sync.main(settings)

@@ -76,6 +76,12 @@ class Metrics:
         self.redis_errors = 0
         self.unavailable = 0
         self.instant_rechecks = 0
+        # the /next-integrations/ mirror (edge/mirror.py)
+        self.mirror_hits = 0
+        self.mirror_fetches = 0
+        self.mirror_not_found = 0
+        self.mirror_upstream_errors = 0
+        self.mirror_stored_bytes = 0
 
 
 REQUESTS = ("edge_http_requests_total", "HTTP responses by route and status.")
@@ -97,6 +103,17 @@ COUNTERS: tuple[tuple[str, str, str], ...] = (
      "503 answers: key never seen while Redis was unreachable."),
     ("instant_rechecks", "edge_instant_rechecks_total",
      "Held bundles a publish message sent to re-check against Redis (instant mode)."),
+    # the /next-integrations/ mirror (edge/mirror.py)
+    ("mirror_hits", "edge_mirror_hits_total",
+     "/next-integrations/ files served from the local store."),
+    ("mirror_fetches", "edge_mirror_fetches_total",
+     "Upstream fetches of /next-integrations/ files the store lacked or had to refresh."),
+    ("mirror_not_found", "edge_mirror_upstream_not_found_total",
+     "Upstream fetches answered 404 or 410 (passed on, never stored)."),
+    ("mirror_upstream_errors", "edge_mirror_upstream_errors_total",
+     "Upstream fetches that failed, timed out or were refused by the checks (never stored)."),
+    ("mirror_stored_bytes", "edge_mirror_stored_bytes_total",
+     "Bytes of upstream files written to the local store."),
 )
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from edge.mirror import upstream_problem
 from edge.redis_url import masked_url, redis_url_problem
 
 
@@ -46,10 +47,15 @@ class EdgeSettings:
     caches_honour_age: bool = False
     instant: bool = False
     fast_path: bool = True
-    assets_dir: str = ""
+    assets_dir: str = "var/assets"
     assets_latest_max_age: int = 120
     analytics_js: str = ""
     analytics_js_max_age: int = 300
+    assets_upstream: str = "https://cdn.segment.com"
+    assets_upstream_timeout: float = 5.0
+    assets_max_bytes: int = 8 * 1024 * 1024
+    assets_negative_ttl: int = 10
+    assets_retry_after: int = 5
 
     def __post_init__(self) -> None:
         for option in OPTIONS:
@@ -65,6 +71,9 @@ class EdgeSettings:
         values: dict[str, Any] = {}
         for option in OPTIONS:
             raw = env.get(option.env)
+            if raw is not None and raw.strip() == "" and option.empty is not None:
+                values[option.field] = option.empty
+                continue
             if raw is None or raw.strip() == "":
                 continue
             try:
@@ -144,7 +153,8 @@ def _readable_file(value: Any) -> str | None:
 
 
 def _assets_dir(value: Any) -> str | None:
-    if value == "" or os.path.isdir(value):
+    # Created when the mirror stores its first file; an existing path must be a directory.
+    if value == "" or os.path.isdir(value) or not os.path.lexists(value):
         return None
     return "is not a directory"
 
@@ -168,6 +178,7 @@ class Option:
     kind: str
     check: Callable[[Any], str | None]
     help: str
+    empty: Any = None  # the value an empty variable gives (None: the default applies)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -226,7 +237,9 @@ OPTIONS: tuple[Option, ...] = (
            "Answer GET/HEAD of the settings route inside the HTTP protocol (edge/server.py): "
            "held bundles without any task; false sends every request through the ASGI app."),
     Option("EDGE_ASSETS_DIR", "assets_dir", str, "a directory", _assets_dir,
-           "Directory served at /next-integrations/ (unset: those paths are 404)."),
+           "Local store served at /next-integrations/: files put there by hand and those the "
+           "mirror fetched from EDGE_ASSETS_UPSTREAM (a relative path is from the working "
+           "directory; created when the first file is stored). Workers and edges may share it."),
     Option("EDGE_ASSETS_LATEST_MAX_AGE", "assets_latest_max_age", int, "an integer",
            _at_least(0), "max-age of unversioned ('latest') assets; versioned ones are "
            "immutable."),
@@ -238,6 +251,24 @@ OPTIONS: tuple[Option, ...] = (
     Option("EDGE_ANALYTICS_JS_MAX_AGE", "analytics_js_max_age", int, "an integer",
            _at_least(0), "Cache-Control max-age of analytics.min.js (its chunks are "
            "immutable)."),
+    Option("EDGE_ASSETS_UPSTREAM", "assets_upstream", str, "an http:// or https:// URL",
+           upstream_problem, "CDN origin the /next-integrations/ mirror fetches files the "
+           "store lacks from (<URL>/next-integrations/<path>), checks and stores; a stored "
+           "'latest' file is fetched again in the background after EDGE_ASSETS_LATEST_MAX_AGE. "
+           "Empty disables the mirror (unlike other variables, empty is not the default).",
+           empty=""),
+    Option("EDGE_ASSETS_UPSTREAM_TIMEOUT", "assets_upstream_timeout", float,
+           "a number of seconds", _above(0), "Longest one upstream fetch may take (connect, "
+           "headers and body); then 504 for a file not stored. Stored files never wait on "
+           "the upstream."),
+    Option("EDGE_ASSETS_MAX_BYTES", "assets_max_bytes", int, "an integer", _at_least(1),
+           "Largest file the mirror stores; a larger upstream answer is refused (502)."),
+    Option("EDGE_ASSETS_NEGATIVE_TTL", "assets_negative_ttl", int, "an integer",
+           _at_least(0), "An upstream 404 is passed on with this max-age and remembered this "
+           "long per worker (never stored)."),
+    Option("EDGE_ASSETS_RETRY_AFTER", "assets_retry_after", int, "an integer", _at_least(0),
+           "Retry-After of the mirror's 502/504; for this long a worker answers that path so "
+           "without asking the upstream again."),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(EdgeSettings)}:  # pragma: no cover

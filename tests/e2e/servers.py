@@ -133,6 +133,7 @@ class Edge:
             "EDGE_PORT": str(self.port),
             "REDIS_URL": redis_url,
             "EDGE_ASSETS_DIR": str(assets_dir),
+            "EDGE_ASSETS_UPSTREAM": "",  # never the public CDN from a test
             **env,
         }
         self.process = Process("edge", [sys.executable, "-m", "edge"], env=full_env,

@@ -1,4 +1,5 @@
-"""Static CDN paths (/next-integrations/...) served from EDGE_ASSETS_DIR, safely."""
+"""Static CDN paths (/next-integrations/...) served from EDGE_ASSETS_DIR, safely (the mirror
+off: EDGE_ASSETS_UPSTREAM empty; tests/edge/test_mirror.py covers it)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def root(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def client(root: Path, redis_url: str) -> Iterator[TestClient]:
-    settings = EdgeSettings(redis_url=redis_url, assets_dir=str(root))
+    settings = EdgeSettings(redis_url=redis_url, assets_dir=str(root), assets_upstream="")
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -102,10 +103,13 @@ def test_hostile_or_missing_paths_404(client: TestClient, path: str) -> None:
     assert b"outside" not in reply.content and b"hidden" not in reply.content
 
 
-def test_no_assets_dir_means_404(redis_url: str) -> None:
-    """Without EDGE_ASSETS_DIR the asset paths are 404."""
-    with TestClient(create_app(EdgeSettings(redis_url=redis_url))) as client:
+def test_no_store_and_no_upstream_means_404(redis_url: str, tmp_path: Path) -> None:
+    """A store not created yet and no upstream: the asset paths are 404, nothing created."""
+    store = tmp_path / "not-yet"
+    settings = EdgeSettings(redis_url=redis_url, assets_dir=str(store), assets_upstream="")
+    with TestClient(create_app(settings)) as client:
         assert client.get("/next-integrations/manifest-latest.json").status_code == 404
+    assert not store.exists()
 
 
 @pytest.mark.parametrize(

@@ -81,7 +81,8 @@ def running_edge(redis_url: str, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     (tmp_path / "a.js").write_bytes(b"1;")
     env = {**os.environ, "REDIS_URL": redis_url, "EDGE_PORT": str(port),
-           "EDGE_HOST": "127.0.0.1", "EDGE_ASSETS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+           "EDGE_HOST": "127.0.0.1", "EDGE_ASSETS_DIR": str(tmp_path), "PYTHONPATH": str(ROOT),
+           "EDGE_ASSETS_UPSTREAM": ""}
     with open(tmp_path / "edge.log", "wb") as log:
         proc = subprocess.Popen([sys.executable, "-m", "edge"], env=env, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT)

@@ -31,7 +31,7 @@ def _start_edge(redis_url: str, log: Path, *, fast: bool, **extra: str
     port = free_port()
     env = {**os.environ, "REDIS_URL": redis_url, "EDGE_PORT": str(port),
            "EDGE_HOST": "127.0.0.1", "EDGE_FAST_PATH": "true" if fast else "false",
-           "PYTHONPATH": str(ROOT), **extra}
+           "PYTHONPATH": str(ROOT), "EDGE_ASSETS_UPSTREAM": "", **extra}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "edge"], env=env, cwd=ROOT,
                                 stdout=out, stderr=subprocess.STDOUT)

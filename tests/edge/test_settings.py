@@ -16,7 +16,8 @@ def test_defaults_when_environment_is_empty() -> None:
     assert settings == EdgeSettings()
     assert (settings.host, settings.port, settings.propagation_budget) == ("127.0.0.1", 8080, 1800)
     assert settings.instant is False
-    assert settings.assets_dir == ""
+    assert settings.assets_dir == "var/assets"
+    assert settings.assets_upstream == "https://cdn.segment.com"
 
 
 def test_every_variable_is_read(tmp_path: Path) -> None:
@@ -34,6 +35,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "EDGE_CACHES_HONOUR_AGE": "yes", "EDGE_INSTANT": "true", "EDGE_FAST_PATH": "off",
         "EDGE_ASSETS_DIR": str(tmp_path), "EDGE_ASSETS_LATEST_MAX_AGE": "60",
         "EDGE_ANALYTICS_JS": __file__, "EDGE_ANALYTICS_JS_MAX_AGE": "30",
+        "EDGE_ASSETS_UPSTREAM": "http://mirror.internal:8000", "EDGE_ASSETS_UPSTREAM_TIMEOUT": "2",
+        "EDGE_ASSETS_MAX_BYTES": "1000", "EDGE_ASSETS_NEGATIVE_TTL": "3",
+        "EDGE_ASSETS_RETRY_AFTER": "4",
     }
     assert set(env) == {o.env for o in OPTIONS}  # the test covers every option
 
@@ -48,6 +52,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         retry_after=9, propagation_budget=900, caches_honour_age=True, instant=True,
         fast_path=False, assets_dir=str(tmp_path), assets_latest_max_age=60,
         analytics_js=__file__, analytics_js_max_age=30,
+        assets_upstream="http://mirror.internal:8000", assets_upstream_timeout=2.0,
+        assets_max_bytes=1000, assets_negative_ttl=3, assets_retry_after=4,
     )
 
 
@@ -75,8 +81,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
                      id="redis-database-not-a-number"),
         pytest.param({"REDIS_URL": "redis://h:x/0"}, "is invalid: has no valid port",
                      id="redis-port-not-a-number"),
-        pytest.param({"EDGE_ASSETS_DIR": "/no/such/dir"},
-                     "EDGE_ASSETS_DIR='/no/such/dir' is invalid: is not a directory", id="assets"),
+        pytest.param({"EDGE_ASSETS_DIR": "/dev/null"},
+                     "EDGE_ASSETS_DIR='/dev/null' is invalid: is not a directory", id="assets"),
         pytest.param({"EDGE_LOG_LEVEL": "loud"}, "EDGE_LOG_LEVEL='loud' is invalid: must be one of",
                      id="log-level"),
         pytest.param({"EDGE_CACHE_MAX_ENTRIES": "0"}, "EDGE_CACHE_MAX_ENTRIES=0 is invalid",
@@ -144,4 +150,4 @@ def test_settings_table_lists_every_variable_with_its_default() -> None:
     assert "| `EDGE_PROPAGATION_BUDGET` | `1800` |" in table
     assert "| `EDGE_INSTANT` | `false` |" in table
     assert "| `EDGE_REFRESH_INTERVAL` | `30` |" in table
-    assert "| `EDGE_ASSETS_DIR` | `(unset)` |" in table
+    assert "| `EDGE_ASSETS_DIR` | `var/assets` |" in table
