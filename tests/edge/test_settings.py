@@ -33,6 +33,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "EDGE_RETRY_AFTER": "9", "EDGE_PROPAGATION_BUDGET": "900",
         "EDGE_CACHES_HONOUR_AGE": "yes", "EDGE_INSTANT": "true", "EDGE_FAST_PATH": "off",
         "EDGE_ASSETS_DIR": str(tmp_path), "EDGE_ASSETS_LATEST_MAX_AGE": "60",
+        "EDGE_KEEP_ALIVE_TIMEOUT": "7", "EDGE_HEADER_TIMEOUT": "2.5",
+        "EDGE_MAX_HEADER_LINE": "4096", "EDGE_MAX_HEADER_SIZE": "16384",
+        "EDGE_MAX_CONNECTIONS": "100",
     }
     assert set(env) == {o.env for o in OPTIONS}  # the test covers every option
 
@@ -46,6 +49,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         max_age=30, s_maxage=120, stale_while_revalidate=10, stale_if_error=600,
         retry_after=9, propagation_budget=900, caches_honour_age=True, instant=True,
         fast_path=False, assets_dir=str(tmp_path), assets_latest_max_age=60,
+        keep_alive_timeout=7, header_timeout=2.5, max_header_line=4096, max_header_size=16384,
+        max_connections=100,
     )
 
 
@@ -56,6 +61,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
                      id="port-not-int"),
         pytest.param({"EDGE_PORT": "70000"}, "EDGE_PORT=70000 is invalid: must be a TCP port",
                      id="port-range"),
+        pytest.param({"EDGE_MAX_HEADER_LINE": "65536"},
+                     "EDGE_MAX_HEADER_SIZE=32768 is invalid: must be >= EDGE_MAX_HEADER_LINE=65536",
+                     id="head-below-line"),
         pytest.param({"EDGE_WORKERS": "100000"},
                      "EDGE_WORKERS=100000 is invalid: must be from 1 to 1024", id="workers-typo"),
         pytest.param({"EDGE_REFRESH_INTERVAL": "0"}, "EDGE_REFRESH_INTERVAL=0.0 is invalid",
