@@ -6,8 +6,8 @@ to answer settings requests without an ASGI task and to bound what a connection 
 Nothing below is a documented API, and it may change in any uvicorn release. So:
 
 * edge/server.py imports uvicorn only through this module, and every attribute or method of
-  uvicorn's protocol, server state or request cycle it reads, writes, calls or overrides is a
-  key of ``PROTOCOL``, ``SERVER_STATE`` or ``CYCLE`` below (tests/edge/test_protocol_compat.py
+  uvicorn's protocol, flow control, server state or request cycle it reads, writes, calls or
+  overrides is a key of ``PROTOCOL``, ``FLOW``, ``SERVER_STATE`` or ``CYCLE`` below (tests/edge/test_protocol_compat.py
   checks both, and that the installed uvicorn still has each name);
 * pyproject.toml pins uvicorn exactly; ``scripts/check-uvicorn [VERSION]`` runs the protocol's
   tests, including byte-for-byte equivalence with stock uvicorn, against another release.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import re
 
+from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
@@ -27,6 +28,7 @@ from uvicorn.server import ServerState
 
 __all__ = [
     "CYCLE",
+    "FLOW",
     "PROTOCOL",
     "SERVER_STATE",
     "STATUS_LINE",
@@ -54,8 +56,7 @@ PROTOCOL: dict[str, str] = {
             "create_task() for an answer that awaits Redis",
     "transport": "the connection's asyncio transport: write, close, write_eof, is_closing, "
                  "get_write_buffer_size",
-    "flow": "uvicorn's FlowControl: write_paused (inline answers yield to backpressure), "
-            "read_paused, pause_reading, resume_reading",
+    "flow": "the connection's FlowControl (FLOW): uvicorn's read and write backpressure",
     "app_state": "the lifespan state: the edge's Runtime under 'edge' (settings, cache)",
     "server_state": "the worker's ServerState (SERVER_STATE)",
     "connections": "the worker's set of open protocols (server_state.connections): "
@@ -96,6 +97,15 @@ PROTOCOL: dict[str, str] = {
     "_unsupported_upgrade_warning": "uvicorn's warning for an upgrade it does not serve",
 }
 
+FLOW: dict[str, str] = {
+    "write_paused": "the transport's buffer is above its high-water mark: inline answers "
+                    "stop and requests go to uvicorn, which waits for it to drain",
+    "read_paused": "reading is paused (requests queued in pipeline): a head that waits behind "
+                   "them is not late",
+    "pause_reading": "stop reading: a refused request's answer waits for the answers before it",
+    "resume_reading": "read again after an answer, or to drop what a refused client still sends",
+}
+
 SERVER_STATE: dict[str, str] = {
     "total_requests": "requests answered by this worker; uvicorn's --limit-max-requests reads it",
     "default_headers": "[(name, value)] uvicorn adds to every answer (Date, optional Server); "
@@ -124,6 +134,7 @@ def _defined(cls: type, name: str) -> bool:
 def missing() -> list[str]:
     """The names above that the installed uvicorn lacks (empty: all there)."""
     absent = [f"HttpToolsProtocol.{n}" for n in PROTOCOL if not _defined(HttpToolsProtocol, n)]
+    absent += [f"FlowControl.{n}" for n in FLOW if not _defined(FlowControl, n)]
     absent += [f"ServerState.{n}" for n in SERVER_STATE if not _defined(ServerState, n)]
     absent += [f"RequestResponseCycle.{n}" for n in CYCLE
                if not _defined(RequestResponseCycle, n)]
