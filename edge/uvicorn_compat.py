@@ -7,8 +7,9 @@ Nothing below is a documented API, and it may change in any uvicorn release. So:
 
 * edge/server.py imports uvicorn only through this module, and every attribute or method of
   uvicorn's protocol, flow control, server state or request cycle it reads, writes, calls or
-  overrides is a key of ``PROTOCOL``, ``FLOW``, ``SERVER_STATE`` or ``CYCLE`` below (tests/edge/test_protocol_compat.py
-  checks both, and that the installed uvicorn still has each name);
+  overrides is a key of ``PROTOCOL``, ``FLOW``, ``SERVER_STATE`` or ``CYCLE`` below
+  (tests/edge/test_protocol_compat.py checks both, and that the installed uvicorn still has
+  each name);
 * pyproject.toml pins uvicorn exactly; ``scripts/check-uvicorn [VERSION]`` runs the protocol's
   tests, including byte-for-byte equivalence with stock uvicorn, against another release.
 """

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tests.edge.helpers import envelope, publish
 from tests.edge.helpers import document as bundle
+from tests.edge.helpers import envelope, publish
 from tests.edge.test_server import exchange, get, normalized
 from tests.edge.wire import Edge
 from tests.services import RedisServer
@@ -84,7 +84,8 @@ CASES: dict[str, list[bytes]] = {
     "options": [get(WK, "Access-Control-Request-Headers: content-type", method="OPTIONS")],
     "post": [get(WK, "Content-Length: 0", method="POST")],
     "post-with-body": [get(WK, "Content-Length: 5", method="POST") + b"hello"],
-    "post-chunked": [get(WK, "Transfer-Encoding: chunked", method="POST") + b"5\r\nhello\r\n0\r\n\r\n"],
+    "post-chunked": [get(WK, "Transfer-Encoding: chunked", method="POST")
+                     + b"5\r\nhello\r\n0\r\n\r\n"],
     "put": [get(WK, "Content-Length: 0", method="PUT")],
     "delete": [get(WK, method="DELETE")],
     "expect-100": [get(WK, "Expect: 100-continue", "Content-Length: 0", method="POST")],
