@@ -151,7 +151,9 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     _refusal: Refusal | None = None  # to answer once the answers before it are written
     _discard = False  # refused: read and drop whatever still comes
     _limits: EdgeSettings = _DEFAULTS
-    _line_limit = _DEFAULTS.max_header_line
+    # A read longer than this has its heads measured: a header line's limit, or -1 (every
+    # read) while a head is awaited (_head_since).
+    _check_above = _DEFAULTS.max_header_line
 
     # -- connections: the cap, the first request's header timer -------------------------
 
@@ -159,7 +161,6 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         rt: Runtime | None = self.app_state.get("edge")
         limits = self._limits = rt.settings if rt is not None else _DEFAULTS
-        self._line_limit = limits.max_header_line
         if len(self.connections) > limits.max_connections:
             _warn("connections", self.loop.time(), "EDGE_MAX_CONNECTIONS=%d reached: "
                   "closing new connections", limits.max_connections)
@@ -182,7 +183,7 @@ class EdgeHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._discard:
             return
-        self._check_head = len(data) > self._line_limit or self._head_since is not None
+        self._check_head = len(data) > self._check_above
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -253,11 +254,13 @@ class EdgeHttpProtocol(HttpToolsProtocol):
         if size > limits.max_header_size:
             raise self._too_large_head()
         self._head_since = None
+        self._check_above = line_limit
 
     # -- the header timer: armed when a head is awaited, not once per request -----------
 
     def _waiting_for_head(self) -> None:
         self._head_since = self.loop.time()
+        self._check_above = -1
         if self._header_timer is None:
             self._header_timer = self.loop.call_later(self._limits.header_timeout,
                                                       self._header_due)
