@@ -71,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lifespan="on",
         access_log=False,
         server_header=False,
+        # Closes idle keep-alive connections; edge/server.py keeps busy ones open.
+        timeout_keep_alive=settings.keep_alive_timeout,
         # The edge never reads the client address: skip uvicorn's X-Forwarded-* middleware.
         proxy_headers=False,
         log_level=settings.log_level,

@@ -56,6 +56,11 @@ class EdgeSettings:
     assets_max_bytes: int = 8 * 1024 * 1024
     assets_negative_ttl: int = 10
     assets_retry_after: int = 5
+    keep_alive_timeout: int = 5
+    header_timeout: float = 10.0
+    max_header_line: int = 8192
+    max_header_size: int = 32768
+    max_connections: int = 4096
 
     def __post_init__(self) -> None:
         for option in OPTIONS:
@@ -63,6 +68,10 @@ class EdgeSettings:
             problem = option.check(value)
             if problem:
                 raise SettingsError(f"{option.env}={shown(option, value)!r} is invalid: {problem}")
+        if self.max_header_size < self.max_header_line:
+            raise SettingsError(
+                f"EDGE_MAX_HEADER_SIZE={self.max_header_size!r} is invalid: must be >= "
+                f"EDGE_MAX_HEADER_LINE={self.max_header_line!r} (a head holds its longest line)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -269,6 +278,27 @@ OPTIONS: tuple[Option, ...] = (
     Option("EDGE_ASSETS_RETRY_AFTER", "assets_retry_after", int, "an integer", _at_least(0),
            "Retry-After of the mirror's 502/504; for this long a worker answers that path so "
            "without asking the upstream again."),
+    Option("EDGE_KEEP_ALIVE_TIMEOUT", "keep_alive_timeout", int, "an integer", _at_least(1),
+           "Seconds an idle keep-alive connection stays open after its last answer (uvicorn's "
+           "timeout_keep_alive). A connection with a request in progress, a pipelined request "
+           "queued or an answer not yet written is never closed by it."),
+    Option("EDGE_HEADER_TIMEOUT", "header_timeout", float, "a number of seconds", _above(0),
+           "Time a request's head (request line and headers) may take to arrive, counted from "
+           "the connection's start for its first request and from the head's first bytes "
+           "after that (nginx's client_header_timeout). A head still incomplete then gets 408 "
+           "and the connection is closed; a new connection that sent nothing is closed "
+           "without an answer. 10 s leaves a lossy mobile link several TCP retransmissions of "
+           "a head that fits one packet."),
+    Option("EDGE_MAX_HEADER_LINE", "max_header_line", int, "a number of bytes", _at_least(1024),
+           "Longest request line (longer: 414) and longest header line (longer: 431); the "
+           "connection is then closed (nginx's large_client_header_buffers size)."),
+    Option("EDGE_MAX_HEADER_SIZE", "max_header_size", int, "a number of bytes",
+           _at_least(1024), "Largest request head, request line and header lines together "
+           "(larger: 431 and the connection is closed); at least EDGE_MAX_HEADER_LINE."),
+    Option("EDGE_MAX_CONNECTIONS", "max_connections", int, "an integer", _at_least(1),
+           "Open connections per worker; a connection accepted above it is closed at once, "
+           "without an answer (as nginx does past worker_connections). Keep it below the "
+           "process's open-file limit (ulimit -n)."),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(EdgeSettings)}:  # pragma: no cover

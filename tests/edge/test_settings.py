@@ -38,6 +38,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "EDGE_ASSETS_UPSTREAM": "http://mirror.internal:8000", "EDGE_ASSETS_UPSTREAM_TIMEOUT": "2",
         "EDGE_ASSETS_MAX_BYTES": "1000", "EDGE_ASSETS_NEGATIVE_TTL": "3",
         "EDGE_ASSETS_RETRY_AFTER": "4",
+        "EDGE_KEEP_ALIVE_TIMEOUT": "7", "EDGE_HEADER_TIMEOUT": "2.5",
+        "EDGE_MAX_HEADER_LINE": "4096", "EDGE_MAX_HEADER_SIZE": "16384",
+        "EDGE_MAX_CONNECTIONS": "100",
     }
     assert set(env) == {o.env for o in OPTIONS}  # the test covers every option
 
@@ -54,6 +57,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         analytics_js=__file__, analytics_js_max_age=30,
         assets_upstream="http://mirror.internal:8000", assets_upstream_timeout=2.0,
         assets_max_bytes=1000, assets_negative_ttl=3, assets_retry_after=4,
+        keep_alive_timeout=7, header_timeout=2.5, max_header_line=4096, max_header_size=16384,
+        max_connections=100,
     )
 
 
@@ -64,6 +69,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
                      id="port-not-int"),
         pytest.param({"EDGE_PORT": "70000"}, "EDGE_PORT=70000 is invalid: must be a TCP port",
                      id="port-range"),
+        pytest.param({"EDGE_MAX_HEADER_LINE": "65536"},
+                     "EDGE_MAX_HEADER_SIZE=32768 is invalid: must be >= EDGE_MAX_HEADER_LINE=65536",
+                     id="head-below-line"),
         pytest.param({"EDGE_WORKERS": "100000"},
                      "EDGE_WORKERS=100000 is invalid: must be from 1 to 1024", id="workers-typo"),
         pytest.param({"EDGE_REFRESH_INTERVAL": "0"}, "EDGE_REFRESH_INTERVAL=0.0 is invalid",
