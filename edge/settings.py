@@ -14,7 +14,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from edge.redis_url import masked_url, redis_url_problem
+from edge.redis_url import (
+    masked_url,
+    redis_url_problem,
+    sentinel_url_problem,
+    sentinels_problem,
+)
 
 
 class SettingsError(ValueError):
@@ -48,6 +53,10 @@ class EdgeSettings:
     fast_path: bool = True
     assets_dir: str = ""
     assets_latest_max_age: int = 120
+    redis_sentinels: str = ""
+    redis_sentinel_service: str = "mymaster"
+    redis_sentinel_password: str = ""
+    redis_role: str = "replica"
 
     def __post_init__(self) -> None:
         for option in OPTIONS:
@@ -55,6 +64,9 @@ class EdgeSettings:
             problem = option.check(value)
             if problem:
                 raise SettingsError(f"{option.env}={shown(option, value)!r} is invalid: {problem}")
+        if self.redis_sentinels and sentinel_url_problem(self.redis_url):
+            raise SettingsError(f"REDIS_URL={masked_url(self.redis_url)!r} is invalid with "
+                                f"EDGE_REDIS_SENTINELS: {sentinel_url_problem(self.redis_url)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -152,6 +164,10 @@ def _nonempty(value: Any) -> str | None:
     return None if str(value).strip() else "must not be empty"
 
 
+def _role(value: Any) -> str | None:
+    return None if value in ("replica", "primary") else "must be replica or primary"
+
+
 @dataclass(frozen=True, slots=True)
 class Option:
     env: str
@@ -222,6 +238,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("EDGE_ASSETS_LATEST_MAX_AGE", "assets_latest_max_age", int, "an integer",
            _at_least(0), "max-age of unversioned ('latest') assets; versioned ones are "
            "immutable."),
+    Option("EDGE_REDIS_SENTINELS", "redis_sentinels", str, "host:port,host:port",
+           sentinels_problem, "Redis Sentinel addresses (host:port, comma-separated): the edge "
+           "asks them which server to read (EDGE_REDIS_ROLE) and asks again after a connection "
+           "error; REDIS_URL then gives only the password, database and options (unset: read "
+           "REDIS_URL's server)."),
+    Option("EDGE_REDIS_SENTINEL_SERVICE", "redis_sentinel_service", str, "a service name",
+           _nonempty, "The Sentinel service (`sentinel monitor <name> ...`) whose servers the "
+           "edge reads."),
+    Option("EDGE_REDIS_SENTINEL_PASSWORD", "redis_sentinel_password", str, "a password",
+           lambda value: None, "Password of the Sentinels themselves (their `requirepass`; "
+           "unset: none). The Redis servers' password is REDIS_URL's."),
+    Option("EDGE_REDIS_ROLE", "redis_role", str.lower, "replica or primary", _role,
+           "With EDGE_REDIS_SENTINELS: read a replica (any one Sentinel holds healthy; the "
+           "primary while none is) or the primary."),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(EdgeSettings)}:  # pragma: no cover

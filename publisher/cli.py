@@ -16,11 +16,11 @@ from typing import Any
 import orjson
 import redis
 
-from edge.redis_url import masked_url
 from publisher.catalog import default_catalog
 from publisher.compile import CompileOptions
 from publisher.errors import PublisherError
 from publisher.publish import RedisPublisher
+from publisher.redis_client import describe, make_client
 from publisher.rules import RuleLimits
 from publisher.service import PublishResult, Service
 from publisher.settings import PublisherSettings, SettingsError, settings_table
@@ -50,9 +50,7 @@ def build_service(settings: PublisherSettings, *, with_redis: bool = True) -> Se
     store = Store.open(settings.db_path)
     publisher = None
     if with_redis:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=min(2.0, settings.redis_timeout))
+        client = make_client(settings)  # REDIS_URL's server, or Sentinel's primary
         publisher = RedisPublisher(client, keep_versions=settings.keep_versions)
     return Service(
         store, default_catalog(), publisher,
@@ -279,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"settings-cdn-publisher: {exc.message} [{exc.code}]", file=sys.stderr)
         return 2 if 400 <= exc.http_status < 500 else 1
     except redis.RedisError as exc:
-        print(f"settings-cdn-publisher: Redis at {masked_url(settings.redis_url)}: {exc}",
+        print(f"settings-cdn-publisher: Redis at {describe(settings)}: {exc}",
               file=sys.stderr)
         return 1
     finally:
