@@ -33,6 +33,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "EDGE_RETRY_AFTER": "9", "EDGE_PROPAGATION_BUDGET": "900",
         "EDGE_CACHES_HONOUR_AGE": "yes", "EDGE_INSTANT": "true", "EDGE_FAST_PATH": "off",
         "EDGE_ASSETS_DIR": str(tmp_path), "EDGE_ASSETS_LATEST_MAX_AGE": "60",
+        "EDGE_REDIS_SENTINELS": "10.0.0.5:26379,[::1]:26380",
+        "EDGE_REDIS_SENTINEL_SERVICE": "cdn", "EDGE_REDIS_SENTINEL_PASSWORD": "s3",
+        "EDGE_REDIS_ROLE": "Primary",
     }
     assert set(env) == {o.env for o in OPTIONS}  # the test covers every option
 
@@ -46,6 +49,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         max_age=30, s_maxage=120, stale_while_revalidate=10, stale_if_error=600,
         retry_after=9, propagation_budget=900, caches_honour_age=True, instant=True,
         fast_path=False, assets_dir=str(tmp_path), assets_latest_max_age=60,
+        redis_sentinels="10.0.0.5:26379,[::1]:26380", redis_sentinel_service="cdn",
+        redis_sentinel_password="s3", redis_role="primary",
     )
 
 
