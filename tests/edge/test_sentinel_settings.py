@@ -42,7 +42,7 @@ def test_role_is_replica_or_primary() -> None:
 def test_a_unix_socket_url_cannot_go_with_sentinels() -> None:
     env = {"REDIS_URL": "unix:///run/redis.sock", "EDGE_REDIS_SENTINELS": "h:1",
            "PUBLISHER_REDIS_SENTINELS": "h:1"}
-    with pytest.raises(SettingsError, match="REDIS_URL=.*invalid with EDGE_REDIS_SENTINELS"):
+    with pytest.raises(SettingsError, match=r"REDIS_URL=.*invalid with EDGE_REDIS_SENTINELS"):
         EdgeSettings.from_env(env)
     with pytest.raises(PublisherSettingsError, match="REDIS_URL is a unix:// URL"):
         PublisherSettings.from_env(env)

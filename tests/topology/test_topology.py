@@ -63,6 +63,11 @@ def test_failover_loses_no_accepted_write(topo: Topology) -> None:
         wait_until(lambda: set(served_etags(topo, website).values()) == {last["etag"]},
                    "every edge serves the last accepted write", timeout=20)
     pending = sum(1 for bundle in accepted if bundle["pending"])
+    assert not any(bundle["pending"] for bundle in accepted[-5:]), "publisher did not follow"
+    assert topo.publisher is not None
+    publisher = topo.publisher
+    wait_until(lambda: "Redis restarted or changed (run_id" in publisher.log(20_000),
+               "the promotion starts serve's comparison of every source with the new primary")
     versions = [bundle["version"] for bundle in accepted]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
     assert watch.bad == [], watch.bad[:10]
