@@ -4,6 +4,10 @@ The subscription is a best-effort accelerator on top of the refresh interval, ne
 replacement: while it is down the edge falls back to re-checking pointers every
 ``EDGE_REFRESH_INTERVAL``, and after every (re)subscribe it expires all held entries, because
 publishes made while it was away were missed.
+
+With ``EDGE_REDIS_SENTINELS`` it subscribes on the server the reads go to (edge/sentinel.py),
+and moves when they move: a replica forwards a publish's message after applying its writes,
+so the read a message starts finds the version it names.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from redis.exceptions import RedisError
 
 from edge import keyspace
 from edge.cache import BundleCache
+from edge.sentinel import following
 
 log = logging.getLogger("edge.instant")
 
@@ -31,6 +36,7 @@ class Subscription:
         self.retry_interval = max(retry_interval, 0.05)
         self.up = False
         self.ready = asyncio.Event()  # set after each successful subscribe (tests wait on it)
+        self.locator = following(client)
 
     def handle(self, data: bytes | str) -> None:
         try:
@@ -43,18 +49,25 @@ class Subscription:
 
     async def run(self) -> None:
         while True:
+            moved = False
             pubsub = self.client.pubsub()
             try:
                 await pubsub.subscribe(keyspace.PUBLISHED_CHANNEL)
+                connection = pubsub.connection
+                where = None if connection is None else (connection.host, connection.port)
                 self.cache.expire_all()
                 self.up = True
                 self.ready.set()
-                while True:
+                while self.locator is None or self.locator.current in (None, where):
                     message = await pubsub.get_message(
                         ignore_subscribe_messages=True, timeout=1.0
                     )
                     if message is not None and message.get("type") == "message":
                         self.handle(message["data"])
+                log.info("reads moved to another redis: subscribing there")
+                moved = True
+                self.up = False
+                self.ready.clear()
             except (RedisError, OSError, TimeoutError) as exc:
                 if self.up:
                     log.warning("publish channel subscription lost: %r", exc)
@@ -65,4 +78,5 @@ class Subscription:
                     await pubsub.aclose()
                 except (RedisError, OSError, TimeoutError):  # already broken
                     pass
-            await asyncio.sleep(self.retry_interval)
+            if not moved:
+                await asyncio.sleep(self.retry_interval)

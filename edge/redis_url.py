@@ -59,3 +59,43 @@ def redis_url_problem(value: Any) -> str | None:
     except (ValueError, TypeError) as exc:
         return f"is refused by redis-py: {exc}"
     return None
+
+
+def parse_sentinels(raw: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (an IPv6 host in brackets: ``[::1]:26379``) as addresses;
+    raises ``ValueError`` naming the entry at fault. Empty: no Sentinel."""
+    addresses: list[tuple[str, int]] = []
+    if not raw.strip():
+        return addresses
+    for entry in raw.split(","):
+        item = entry.strip()
+        host, sep, port = item.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        if not sep or not host or "/" in host or any(c.isspace() for c in host):
+            raise ValueError(f"{item!r} is not host:port")
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{item!r} has no valid port (1-65535)")
+        if (host, int(port)) in addresses:
+            raise ValueError(f"{item!r} is listed twice")
+        addresses.append((host, int(port)))
+    return addresses
+
+
+def sentinels_problem(value: Any) -> str | None:
+    """What is wrong with a list of Sentinel addresses, or None."""
+    try:
+        parse_sentinels(str(value))
+    except ValueError as exc:
+        return f"must be a comma-separated list of Sentinel host:port addresses: {exc}"
+    return None
+
+
+def sentinel_url_problem(url: str) -> str | None:
+    """What keeps a Redis URL from giving the connection options (password, database, TLS)
+    for servers that Sentinel names by host and port, or None."""
+    if url.startswith("unix://"):
+        return ("is a unix:// URL, but Sentinel names its servers by host and port: use "
+                "redis:// or rediss:// (its password, database and options apply; its host "
+                "and port are not used)")
+    return None

@@ -15,7 +15,12 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from edge.mirror import upstream_problem
-from edge.redis_url import masked_url, redis_url_problem
+from edge.redis_url import (
+    masked_url,
+    redis_url_problem,
+    sentinel_url_problem,
+    sentinels_problem,
+)
 
 
 class SettingsError(ValueError):
@@ -61,6 +66,10 @@ class EdgeSettings:
     max_header_line: int = 8192
     max_header_size: int = 32768
     max_connections: int = 4096
+    redis_sentinels: str = ""
+    redis_sentinel_service: str = "mymaster"
+    redis_sentinel_password: str = ""
+    redis_role: str = "replica"
 
     def __post_init__(self) -> None:
         for option in OPTIONS:
@@ -72,6 +81,9 @@ class EdgeSettings:
             raise SettingsError(
                 f"EDGE_MAX_HEADER_SIZE={self.max_header_size!r} is invalid: must be >= "
                 f"EDGE_MAX_HEADER_LINE={self.max_header_line!r} (a head holds its longest line)")
+        if self.redis_sentinels and sentinel_url_problem(self.redis_url):
+            raise SettingsError(f"REDIS_URL={masked_url(self.redis_url)!r} is invalid with "
+                                f"EDGE_REDIS_SENTINELS: {sentinel_url_problem(self.redis_url)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -177,6 +189,10 @@ def _log_level(value: Any) -> str | None:
 
 def _nonempty(value: Any) -> str | None:
     return None if str(value).strip() else "must not be empty"
+
+
+def _role(value: Any) -> str | None:
+    return None if value in ("replica", "primary") else "must be replica or primary"
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +315,20 @@ OPTIONS: tuple[Option, ...] = (
            "Open connections per worker; a connection accepted above it is closed at once, "
            "without an answer (as nginx does past worker_connections). Keep it below the "
            "process's open-file limit (ulimit -n)."),
+    Option("EDGE_REDIS_SENTINELS", "redis_sentinels", str, "host:port,host:port",
+           sentinels_problem, "Redis Sentinel addresses (host:port, comma-separated): the edge "
+           "asks them which server to read (EDGE_REDIS_ROLE) and asks again after a connection "
+           "error; REDIS_URL then gives only the password, database and options (unset: read "
+           "REDIS_URL's server)."),
+    Option("EDGE_REDIS_SENTINEL_SERVICE", "redis_sentinel_service", str, "a service name",
+           _nonempty, "The Sentinel service (`sentinel monitor <name> ...`) whose servers the "
+           "edge reads."),
+    Option("EDGE_REDIS_SENTINEL_PASSWORD", "redis_sentinel_password", str, "a password",
+           lambda value: None, "Password of the Sentinels themselves (their `requirepass`; "
+           "unset: none). The Redis servers' password is REDIS_URL's."),
+    Option("EDGE_REDIS_ROLE", "redis_role", str.lower, "replica or primary", _role,
+           "With EDGE_REDIS_SENTINELS: read a replica (any one Sentinel holds healthy; the "
+           "primary while none is) or the primary."),
 )
 
 if {o.field for o in OPTIONS} != {f.name for f in fields(EdgeSettings)}:  # pragma: no cover

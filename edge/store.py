@@ -9,7 +9,8 @@ copy it already holds; malformed data (or a key of the wrong type) is its subcla
 ``StoreCorrupt``, which does not stand for Redis as a whole, and a Redis without
 ``keyspace.LOADED_KEY`` answers an absent pointer with ``NotLoaded``, not "no such source".
 Reads go over one pipelined connection (``edge.pipe``) with the client's timeouts and retry
-policy; for a TLS URL, through the redis-py client. Short socket timeouts and no retry on
+policy (to the server Sentinel names, with ``EDGE_REDIS_SENTINELS``: edge/sentinel.py); for a
+TLS URL, through the redis-py client. Short socket timeouts and no retry on
 timeouts: a slow Redis must cost a request at most one timeout, and the cache (not the client)
 decides when to try again."""
 
@@ -27,7 +28,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
 from edge import keyspace
-from edge.pipe import RedisPipe, settle
+from edge.pipe import settle
+from edge.sentinel import LocatedPipe, located_client, pipe_for
 from edge.settings import EdgeSettings
 
 log = logging.getLogger("edge.store")
@@ -50,7 +52,11 @@ class NotLoaded(StoreUnavailable):
 
 
 def make_client(settings: EdgeSettings) -> aioredis.Redis:
-    """A redis.asyncio client (hiredis parser when installed) with the edge's timeouts."""
+    """A redis.asyncio client (hiredis parser when installed) with the edge's timeouts: to
+    ``REDIS_URL``'s server, or with ``EDGE_REDIS_SENTINELS`` to the one the Sentinels name
+    (edge/sentinel.py)."""
+    if settings.redis_sentinels:
+        return located_client(settings)
     return aioredis.Redis.from_url(
         settings.redis_url,
         socket_timeout=settings.redis_timeout,
@@ -178,7 +184,7 @@ class Store:
 
     def __init__(self, client: aioredis.Redis, *, pipelined: bool = True) -> None:
         self.client = client
-        self.pipe = RedisPipe.for_client(client) if pipelined else None
+        self.pipe = pipe_for(client) if pipelined else None
         self._current_many = client.register_script(_CURRENT_MANY)
         self._sha = self._current_many.sha.encode()
         self._script = _CURRENT_MANY.encode()
@@ -218,6 +224,8 @@ class Store:
                                      f"{len(write_keys)} sources")
             return [error] * len(write_keys)
         loaded = self.loaded = values[0] == 1
+        if not loaded:
+            self._not_loaded()
         return [_decode_current(write_key, cast("list[bytes | None]",
                                                 values[1 + i * width:1 + (i + 1) * width]),
                                 loaded)
@@ -235,8 +243,16 @@ class Store:
                                      f"{len(keys)} keys")
             return [error] * len(write_keys)
         loaded = self.loaded = values[-1] is not None
+        if not loaded:
+            self._not_loaded()
         return [_decode_pointer(write_key, value, loaded)
                 for write_key, value in zip(write_keys, values, strict=False)]
+
+    def _not_loaded(self) -> None:
+        """A server without ``LOADED_KEY`` (a replica restarted empty, still syncing): with
+        Sentinel, read another one from the next read on (edge/sentinel.py)."""
+        if isinstance(self.pipe, LocatedPipe):
+            self.pipe.unserving()
 
     async def stored(self, write_key: str, version: int) -> keyspace.Stored | None:
         """One published version, ``None`` when its hash does not exist (pruned)."""

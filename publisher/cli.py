@@ -16,9 +16,9 @@ from typing import Any
 import orjson
 import redis
 
-from edge.redis_url import masked_url
 from publisher.errors import PublisherError
 from publisher.publish import PublishResult
+from publisher.redis_client import describe
 from publisher.service import Service, build_service
 from publisher.settings import PublisherSettings, SettingsError, settings_table
 
@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"settings-cdn-publisher: {exc.message} [{exc.code}]", file=sys.stderr)
         return 2 if 400 <= exc.http_status < 500 else 1
     except redis.RedisError as exc:
-        print(f"settings-cdn-publisher: Redis at {masked_url(settings.redis_url)}: {exc}",
+        print(f"settings-cdn-publisher: Redis at {describe(settings)}: {exc}",
               file=sys.stderr)
         return 1
     finally:

@@ -41,6 +41,7 @@ from publisher.edits import ConfigEdits
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
 from publisher.publish import PublishResult, RedisPublisher
 from publisher.recovery import Recovery
+from publisher.redis_client import make_client
 from publisher.settings import PublisherSettings
 from publisher.staging import Staged
 from publisher.store import Store
@@ -236,9 +237,7 @@ def build_service(settings: PublisherSettings, *, with_redis: bool = True) -> Se
     store = Store.open(settings.db_path)
     publisher = None
     if with_redis:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=settings.redis_timeout,
-            socket_connect_timeout=min(2.0, settings.redis_timeout))
+        client = make_client(settings)  # REDIS_URL's server, or Sentinel's primary
         publisher = RedisPublisher(client, keep_versions=settings.keep_versions)
     return Service(
         store, default_catalog(), publisher,

@@ -12,7 +12,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from edge.redis_url import masked_url, redis_url_problem
+from edge.redis_url import (
+    masked_url,
+    redis_url_problem,
+    sentinel_url_problem,
+    sentinels_problem,
+)
 from edge.settings import MAXIMUM
 
 
@@ -91,6 +96,19 @@ def _redis_url(name: str, raw: str) -> str:
     return raw
 
 
+def _sentinels(name: str, raw: str) -> str:
+    problem = sentinels_problem(raw)
+    if problem is not None:
+        raise SettingsError(f"{name} {problem}, got {raw!r}")
+    return raw.strip()
+
+
+def _optional_secret(name: str, raw: str) -> str:
+    if raw and raw != raw.strip():  # a stray space would be sent as part of the password
+        raise SettingsError(f"{name} begins or ends with whitespace")
+    return raw
+
+
 # (field, variable, default, parser, description)
 SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
     ("db_path", "PUBLISHER_DB", "settings-cdn.db", _db_path,
@@ -124,6 +142,15 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
      "`serve`: seconds between attempts to publish what a Redis failure left pending "
      "(0: never, and no comparison with Redis at start or after a Redis restart either; "
      "`republish --all` still does)"),
+    ("redis_sentinels", "PUBLISHER_REDIS_SENTINELS", "", _sentinels,
+     "Redis Sentinel addresses (`host:port,host:port`): the publisher writes to the primary "
+     "they name, and follows a failover; `REDIS_URL` then gives only the password, database "
+     "and options (empty: write to `REDIS_URL`'s server)"),
+    ("redis_sentinel_service", "PUBLISHER_REDIS_SENTINEL_SERVICE", "mymaster", _nonempty,
+     "the Sentinel service (`sentinel monitor <name> ...`) whose primary is written"),
+    ("redis_sentinel_password", "PUBLISHER_REDIS_SENTINEL_PASSWORD", "", _optional_secret,
+     "password of the Sentinels themselves (their `requirepass`; empty: none); the Redis "
+     "servers' password is `REDIS_URL`'s"),
 )
 
 
@@ -144,12 +171,19 @@ class PublisherSettings:
     webhook_tolerance: int = 300
     rate_limit: int = 200
     retry_interval: float = 10.0
+    redis_sentinels: str = ""
+    redis_sentinel_service: str = "mymaster"
+    redis_sentinel_password: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PublisherSettings:
         env = os.environ if environ is None else environ
         values = {field: parse(var, env.get(var, default)) for field, var, default, parse, _
                   in SETTINGS}
+        problem = sentinel_url_problem(values["redis_url"])
+        if values["redis_sentinels"] and problem:
+            raise SettingsError(f"REDIS_URL {problem} (PUBLISHER_REDIS_SENTINELS is set), got "
+                                f"{masked_url(values['redis_url'])!r}")
         return cls(**values)
 
 

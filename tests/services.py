@@ -117,3 +117,37 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class SentinelServer:
+    """A private Redis Sentinel (``redis-server CONF --sentinel``) watching one primary as
+    ``service``; its generated config file (which Sentinel rewrites) and log in a temp dir."""
+
+    def __init__(self, primary_port: int, *, service: str = "mymaster", quorum: int = 2,
+                 down_after_ms: int = 600, failover_timeout_ms: int = 2000) -> None:
+        self.port = free_port()
+        self.binary = find_redis_server()
+        self.dir = tempfile.mkdtemp(prefix="sc-sentinel-")
+        self.config = Path(self.dir) / "sentinel.conf"
+        self.log = Path(self.dir) / "sentinel.log"
+        self.config.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nlogfile {self.log}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary_port} {quorum}\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} {failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {service} 2\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, str(self.config), "--sentinel"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None

@@ -41,6 +41,9 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         "EDGE_KEEP_ALIVE_TIMEOUT": "7", "EDGE_HEADER_TIMEOUT": "2.5",
         "EDGE_MAX_HEADER_LINE": "4096", "EDGE_MAX_HEADER_SIZE": "16384",
         "EDGE_MAX_CONNECTIONS": "100",
+        "EDGE_REDIS_SENTINELS": "10.0.0.5:26379,[::1]:26380",
+        "EDGE_REDIS_SENTINEL_SERVICE": "cdn", "EDGE_REDIS_SENTINEL_PASSWORD": "s3",
+        "EDGE_REDIS_ROLE": "Primary",
     }
     assert set(env) == {o.env for o in OPTIONS}  # the test covers every option
 
@@ -59,6 +62,8 @@ def test_every_variable_is_read(tmp_path: Path) -> None:
         assets_max_bytes=1000, assets_negative_ttl=3, assets_retry_after=4,
         keep_alive_timeout=7, header_timeout=2.5, max_header_line=4096, max_header_size=16384,
         max_connections=100,
+        redis_sentinels="10.0.0.5:26379,[::1]:26380", redis_sentinel_service="cdn",
+        redis_sentinel_password="s3", redis_role="primary",
     )
 
 
