@@ -1,8 +1,8 @@
 """The destination catalog: what each destination supports, its settings' specs included.
 
-The data is a copy of ``shared/catalog/destinations.json`` shipped inside the package
-(``publisher/core/data/destinations.json``); see that folder's README for how each field was
-derived. Lookups accept a catalog slug (``amplitude``), a display name (``Amplitude``) or the
+The data ships inside the package (``publisher/core/data/destinations.json``): for each
+destination its modes, the source types it supports, its integrations key and its settings'
+specs (type, required, secret). Lookups accept a catalog slug (``amplitude``), a display name (``Amplitude``) or the
 device-mode integrations key / a previous name (``Appboy`` for Braze). A user's values for
 those settings are checked in publisher/core/setting_values.py.
 """

@@ -1,7 +1,7 @@
 """Compile one source into the settings document real clients read (pure: no I/O).
 
 The document is what ``GET /v1/projects/{writeKey}/settings`` returns; its shape follows
-``shared/reference/client-contract.md`` (§2, §3, §6, §8). It is public — any visitor of a
+docs/CLIENT-CONTRACT.md (§2, §3, §6, §8). It is public — any visitor of a
 page can read it — so the one hard rule here is that a cloud-mode instance's settings and any
 setting the catalog marks ``secret`` never reach it. Choices made where the contract leaves
 room:

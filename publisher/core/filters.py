@@ -1,10 +1,10 @@
 """Destination filters: the Config API (v1beta) shape in, tsub routing rules out.
 
 A filter is ``{"if": <FQL or "all">, "actions": [...], "title", "description"?, "enabled"?}``
-(shared/reference/config-api.md §1.4). Write paths call ``validate_filter``; the compiler calls
+(docs/CONFIG-API.md, "Filters"). Write paths call ``validate_filter``; the compiler calls
 ``routing_rules`` for the enabled filters of an enabled device-mode instance, and the result
 goes to ``middlewareSettings.routingRules`` where analytics-next's tsub middleware reads it
-(§5.2). One filter becomes one rule with one matcher, whose transformer list follows the order
+(docs/CLIENT-CONTRACT.md §5). One filter becomes one rule with one matcher, whose transformer list follows the order
 Segment documents for applying actions: sample, drop, drop properties, allow properties.
 """
 

@@ -3,7 +3,7 @@
 Device-mode destination filters reach Analytics.js as ``matchers[i].ir``: a JSON string of
 nested arrays that tsub's ``fqlEvaluate`` walks. Segment's own compiler is not public, so the
 IR shapes here follow every observed sample (tsub and analytics-next fixtures, the Kotlin
-client's notes; see ``docs`` in shared/reference/config-api.md §5):
+client's notes; docs/CONFIG-API.md, "Filters", and docs/CLIENT-CONTRACT.md §5):
 
     event = "x"                      ["=", "event", {"value": "x"}]
     a and b and c                    ["and", a, ["and", b, c]]       (right-nested, observed)
