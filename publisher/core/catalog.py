@@ -2,9 +2,9 @@
 
 The data ships inside the package (``publisher/core/data/destinations.json``): for each
 destination its modes, the source types it supports, its integrations key and its settings'
-specs (type, required, secret). Lookups accept a catalog slug (``amplitude``), a display name (``Amplitude``) or the
-device-mode integrations key / a previous name (``Appboy`` for Braze). A user's values for
-those settings are checked in publisher/core/setting_values.py.
+specs (type, required, secret). Lookups accept a catalog slug (``amplitude``), a display name
+(``Amplitude``) or the device-mode integrations key / a previous name (``Appboy`` for Braze).
+A user's values for those settings are checked in publisher/core/setting_values.py.
 """
 
 from __future__ import annotations

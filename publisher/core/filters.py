@@ -4,8 +4,9 @@ A filter is ``{"if": <FQL or "all">, "actions": [...], "title", "description"?, 
 (docs/CONFIG-API.md, "Filters"). Write paths call ``validate_filter``; the compiler calls
 ``routing_rules`` for the enabled filters of an enabled device-mode instance, and the result
 goes to ``middlewareSettings.routingRules`` where analytics-next's tsub middleware reads it
-(docs/CLIENT-CONTRACT.md §5). One filter becomes one rule with one matcher, whose transformer list follows the order
-Segment documents for applying actions: sample, drop, drop properties, allow properties.
+(docs/CLIENT-CONTRACT.md §5). One filter becomes one rule with one matcher, whose transformer
+list follows the order Segment documents for applying actions: sample, drop, drop properties,
+allow properties.
 """
 
 from __future__ import annotations
