@@ -15,7 +15,8 @@ RUN apt-get update \
  && cp package/dist/umd/standalone.js package/dist/umd/*.bundle.*.js package/LICENSE* \
        /analytics-next/
 
-FROM python:3.12-slim
+# Python 3.11: the version requirements/runtime.lock is resolved for.
+FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -24,10 +25,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.lock ./requirements/
 COPY edge ./edge
 COPY publisher ./publisher
 COPY --from=analytics-next /analytics-next /app/analytics-next
-RUN pip install . \
+# the exact versions the tests ran with (hashes checked), then the project without resolving
+RUN pip install --require-hashes -r requirements/runtime.lock \
+ && pip install --no-deps . \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin settings-cdn \
  && mkdir /data && chown settings-cdn /data
 
@@ -38,6 +42,7 @@ ENV EDGE_HOST=0.0.0.0 \
     PUBLISHER_HOST=0.0.0.0 \
     PUBLISHER_PORT=8081 \
     PUBLISHER_DB=/data/settings-cdn.db \
+    EDGE_ASSETS_DIR=/data/assets \
     EDGE_ANALYTICS_JS=/app/analytics-next/standalone.js
 VOLUME ["/data"]
 EXPOSE 8080 8081
