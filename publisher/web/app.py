@@ -79,7 +79,7 @@ class Static:
                 etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
                 self.files[path.name] = (body, kind, etag)
 
-    async def __call__(self, request: Request) -> Response:
+    async def serve(self, request: Request) -> Response:
         found = self.files.get(request.path_params["name"])
         if found is None:
             raise NotFound(f"no static file {request.path_params['name'][:100]!r}")
@@ -122,7 +122,7 @@ def create_web_app(clock: Callable[[], float]) -> ASGIApp:
     session cookies."""
     static = Static()
     app = Starlette(
-        routes=[*views.ROUTES, Route("/static/{name}", static)],
+        routes=[*views.ROUTES, Route("/static/{name}", static.serve)],
         exception_handlers={SignInRequired: _on_sign_in, PublisherError: _on_publisher_error,
                             HTTPException: _on_http, Exception: _on_unexpected})
     app.state.signer = Signer(clock)

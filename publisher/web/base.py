@@ -101,10 +101,8 @@ async def posted(request: Request) -> tuple[Ctx, Form]:
     ctx = await signed_in(request)
     st = state(request)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        raise InvalidArgument("the form must be sent as application/x-www-form-urlencoded",
-                              code="bad_form")
-    form = Form(await read_body(request, st.settings))
+    body = await read_body(request, st.settings)
+    form = Form(body if kind == "application/x-www-form-urlencoded" else b"")
     if not csrf_ok(ctx.session, form.get("csrf")):
         raise PermissionDenied("the form's CSRF token is missing or wrong: reload the page and "
                                "send it again", code="csrf")
