@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from publisher.api.auth import Principal
 from publisher.api.plumbing import ApiState, read_body, state
-from publisher.errors import InvalidArgument, NotFound, PermissionDenied, PublisherError
+from publisher.errors import NotFound, PermissionDenied, PublisherError
 from publisher.service import Service
 from publisher.web.forms import Form
 from publisher.web.session import COOKIE, Session, Signer, csrf_ok
