@@ -48,7 +48,8 @@ class Chromium:
         self.proc = subprocess.Popen([node, str(DRIVER)], cwd=E2E_DIR, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.pump = threading.Thread(target=self._pump, daemon=True)
+        self.pump.start()
         hello = self._read(60)
         if not hello.get("ready"):
             self.close()
@@ -96,6 +97,10 @@ class Chromium:
                 self.proc.wait(timeout=15)
             except (OSError, subprocess.TimeoutExpired):
                 stop_process(self.proc)
+        self.pump.join(timeout=5)
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 @pytest.fixture
