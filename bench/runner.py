@@ -24,7 +24,7 @@ from typing import TextIO
 
 import redis
 
-from bench import mirror, outage, propagation, scenarios, seed
+from bench import mirror, outage, propagation, scenarios, seed, webapp
 from bench.context import PHASES, RESULTS_DIR, BenchConfig, Setup
 from bench.dataset import Published
 from bench.procs import Processes, cores, free_port, require_tool
@@ -130,6 +130,7 @@ def run(cfg: BenchConfig) -> Results:
             scenarios.memory(s, published)
         if "api" in cfg.phases:
             propagation.measure(s)
+            webapp.measure(s)  # the web app's render times (in-process, no load)
         if "mirror" in cfg.phases:  # stored /next-integrations/ files: edge vs nginx
             mirror.measure(s)
     finally:

@@ -46,6 +46,7 @@ from publisher.publish import PublishResult
 from publisher.retry import publish_pending
 from publisher.service import Service, build_service
 from publisher.settings import PublisherSettings
+from publisher.web.app import web_routes
 
 # -- workspaces and sources ----------------------------------------------------------------
 
@@ -195,4 +196,6 @@ def create_app(settings: PublisherSettings, *, service: Service | None = None,
             if service is None:
                 svc.store.close()
 
-    return Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    # The web app (publisher/web/) at /app/, on the same state: the same Service and limits.
+    return Starlette(routes=[*ROUTES, *web_routes(now)], lifespan=lifespan,
+                     exception_handlers=EXCEPTION_HANDLERS)
