@@ -1,4 +1,4 @@
-"""The parts of README.md and docs/ generated from code, and the check that they are current.
+"""The parts of docs/ generated from code, and the check that they are current.
 
 Each ``<!-- name -->`` … ``<!-- /name -->`` block of a document in ``DOCUMENTS`` is owned by a
 function here. ``python -m tests.readme_sync --write`` rewrites them; ``tests/test_readme.py``
@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
 PROPAGATION = ROOT / "docs" / "PROPAGATION.md"
+SETTINGS = ROOT / "docs" / "SETTINGS.md"
 
 
 def publisher_settings() -> str:
@@ -82,7 +83,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
 }
 # Which blocks each document holds (each block lives in exactly one).
 DOCUMENTS: dict[Path, tuple[str, ...]] = {
-    README: ("settings:publisher", "settings:edge"),
+    SETTINGS: ("settings:publisher", "settings:edge"),
     PROPAGATION: ("propagation",),
 }
 
@@ -92,8 +93,8 @@ def _literally(block: str) -> Callable[[re.Match[str]], str]:
     return lambda _match: block
 
 
-def render(text: str, names: tuple[str, ...] = DOCUMENTS[README],
-           where: str = "README.md") -> str:
+def render(text: str, names: tuple[str, ...] = DOCUMENTS[SETTINGS],
+           where: str = "docs/SETTINGS.md") -> str:
     for name in names:
         start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
         block = f"{start}\n{BLOCKS[name]()}\n{end}"
