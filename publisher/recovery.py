@@ -165,8 +165,9 @@ class Recovery(Staging):
             found += [write_key for (write_key, version, etag), pointer
                       in zip(chunk, served, strict=True) if pointer != (version, etag)]
             time.sleep(0.001)  # (in serve's thread pool: let the API's requests have the GIL)
-        with self._writing():  # (within the same limit as every write: Busy otherwise)
-            self.store.add_to_outbox(found)
+        if found:
+            with self._writing():  # (within the same limit as every write: Busy otherwise)
+                self.store.add_to_outbox(found)
         return len(found)
 
     def retry_pending(self, *, batch: int = 500) -> tuple[int, int]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+import orjson
+
 from publisher.core.bundle import Bundle
 from publisher.core.model import Source
 from publisher.errors import AlreadyExists, InvalidArgument, NotFound
@@ -182,9 +184,13 @@ class BundlesMixin(StoreBase):
 
     def add_to_outbox(self, write_keys: Iterable[str]) -> None:
         """Record that Redis may not serve what SQLite holds for these sources (kept across
-        restarts and shared by every process on this database)."""
-        rows = [(key, now_rfc3339()) for key in write_keys]
-        if rows:  # (the check at start usually finds none: no write transaction for that)
+        restarts and shared by every process on this database). Sources already recorded
+        keep their record; when all are, no write transaction is opened."""
+        keys = orjson.dumps(list(write_keys)).decode()
+        rows = [(r["value"], now_rfc3339()) for r in self._all(
+            "SELECT DISTINCT value FROM json_each(?)"
+            " WHERE value NOT IN (SELECT write_key FROM unpublished)", (keys,))]
+        if rows:
             with self.transaction():
                 self._conn.executemany(
                     "INSERT OR IGNORE INTO unpublished (write_key, since) VALUES (?, ?)", rows)
