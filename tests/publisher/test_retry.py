@@ -118,7 +118,7 @@ def test_pending_sources_deleted_or_published_since_are_dropped(
     service.publish(gone)
     service.publish(later)
     service.publisher = good
-    service.delete_source(gone)
+    assert service.delete_source(gone) == ""
     service.store.replace_instances(later.id, [])
     fresh = service.publish(later)
     service.store.add_to_outbox([later.write_key])  # as if left by another process
@@ -136,7 +136,7 @@ def test_a_source_deleted_while_redis_is_down_is_deleted_from_redis_later(
     service.publish(src)
     good, service.publisher = service.publisher, DOWN
 
-    service.delete_source(src)
+    assert "Redis unreachable, publish pending" in service.delete_source(src)
     assert service.retry_pending() == (0, 1)
     service.publisher = good
     assert served_version(redis_client, src.write_key) == 1  # still served until then
@@ -233,6 +233,23 @@ def test_an_unchanged_write_asks_a_hung_redis_once(service: Service,
 
     assert calls == ["currents"]
     assert result.pending and not result.changed and "Timeout reading" in result.error
+    assert service.pending == {src.write_key}
+
+
+def test_a_publish_whose_pointer_keeps_moving_is_pending(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish Redis refuses on every try (other publishes keep moving the pointer) is
+    left pending, its outbox record kept, and its error says so: it does not claim Redis is
+    unreachable."""
+    src = source(service, 0)
+    assert service.publisher is not None
+    monkeypatch.setattr(service.publisher, "write", lambda *args, **kwargs: False)
+
+    result = service.publish(src)
+
+    assert result.pending and result.changed
+    assert "kept moving under this publish" in result.error
+    assert "unreachable" not in result.error
     assert service.pending == {src.write_key}
 
 
