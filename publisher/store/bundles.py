@@ -32,7 +32,7 @@ class BundlesMixin(StoreBase):
         self.record_bundles([(source_id, bundle)])
 
     def record_bundles(self, items: Sequence[tuple[int, Bundle]]) -> None:
-        """``record_bundle`` for many sources at once, in five statements whatever their number.
+        """``record_bundle`` for many sources at once, in four statements whatever their number.
 
         In order, as if recorded one by one; all or nothing.
         """
@@ -86,7 +86,7 @@ class BundlesMixin(StoreBase):
         return {r["id"]: r["v"] if r["restores"] is None else r["restores"] for r in rows}
 
     def current_bundle(self, source_id: int) -> Bundle | None:
-        """The bundle Redis should serve for the source (after a rollback: not the newest)."""
+        """The bundle Redis should serve for the source."""
         row = self._one(
             "SELECT b.* FROM bundles b JOIN sources s"
             " ON s.id = b.source_id AND s.current_version = b.version WHERE s.id = ?",
