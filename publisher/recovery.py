@@ -64,16 +64,17 @@ class Recovery(Staging):
         transaction, then their new versions to Redis in one round trip; the sources left on
         their version are compared with Redis and published where Redis lacks them."""
         for rows, error in self._every_source(batch, self._recompiled):
-            for src, staged, why in rows:
-                yield src, None if staged is None else self._result(
-                    staged, error if staged.changed else ""), why
+            for src, staged, why in rows:  # (Redis's error is a new version's only)
+                result = None if staged is None else self._result(
+                    staged, error if staged.changed else "")
+                yield src, result, why
 
     def _recompiled(self, page: Page
                     ) -> tuple[list[tuple[Source, Staged | None, str]], list[Staged]]:
         """``publish_all``'s page: ``(source, staged, why)`` of each source (no ``staged``:
         not compiled), and what Redis should serve of them."""
         rows: list[tuple[Source, Staged | None, str]] = []
-        kept: list[Staged] = []  # a source not compiled stays on its current bundle
+        kept: list[Staged] = []  # (a source not compiled: its current bundle, no result)
         rolled = self.store.rolled_back([src.id for src, _ in page])
         instances = self.store.instances_of([src.id for src, _ in page])
         for src, current in page:
