@@ -7,11 +7,11 @@ beyond ``keep_versions``, never the current one — so an edge that reads the po
 the hash never finds a missing or half-written version. The script is also the publishers'
 only ordering: it refuses a version older than the one the pointer names (compare-and-set),
 so two publisher processes, or a late retry, never move a source back. Versions only grow
-(a rollback is a new version with the old bytes), so the newest commit always wins. Only
-``replace`` installs a lower version, and only over the exact pointer it was given: what
-Redis serves above SQLite's current version (a copy of another database) is replaced that
-way. All of a source's keys share one hash tag, so the script also runs on Redis Cluster, and
-``write_many`` pipelines many sources' scripts per round trip for ``republish --all``.
+(a rollback is a new version with the old bytes), so the newest commit always wins. A write
+given ``over``, the exact pointer it read, also replaces that pointer when it names a higher
+version: what Redis serves above SQLite's current version (a copy of another database) is
+replaced that way, and nothing else. All of a source's keys share one hash tag, so the script
+also runs on Redis Cluster, and ``write_many`` pipelines many sources' scripts per round trip.
 
 ``sc:loaded`` (edge/keyspace.py) says this Redis holds every source: ``begin_check`` opens a
 comparison, ``mark_loaded`` sets the key only if nothing flushed Redis since.
@@ -68,30 +68,32 @@ class PublishResult:
         return out
 
 
-def _ints(members: Any) -> list[int]:
-    return [int(m) for m in members]
+def served(pointer: bytes | None) -> tuple[int, str] | None:
+    """``(version, etag)`` a raw ``current`` pointer names; ``None`` when there is none or it
+    is malformed (a write replaces it: the install script reads no version in it)."""
+    if pointer is None:
+        return None
+    try:
+        return keyspace.decode_pointer(pointer)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 # One publish, atomically: the version hash, its place in the history, the pointer, the
 # message and the pruning run as one script, so a reader never sees a pointer to a missing or
 # half-written version, and many publishes can share one round trip (``write_many``). Every key
 # carries the source's hash tag; the pruned version keys are built from KEYS[1]'s tag, in the
-# same slot. ARGV[11]: '0' refuses a version below the served one (-1), '1' installs whatever
-# is served, anything else is the pointer that must be served for the install to happen.
+# same slot. The script refuses (-1) a version below the one the pointer names, unless the
+# pointer is ARGV[11] (``over``: the one the caller read and may replace; empty: none); a
+# malformed pointer names no version.
 _INSTALL = """
 local vkey, zkey, ckey = KEYS[1], KEYS[2], KEYS[3]
-local version, mode = ARGV[1], ARGV[11]
-if mode ~= '1' then
-  local current = redis.call('GET', ckey)
-  if mode ~= '0' then
-    if current ~= mode then
-      return -1
-    end
-  elseif current then
-    local served = tonumber(string.match(current, '^(%d+) '))
-    if served and served > tonumber(version) then
-      return -1
-    end
+local version = ARGV[1]
+local current = redis.call('GET', ckey)
+if current and current ~= ARGV[11] then
+  local served = tonumber(string.match(current, '^(%d+) '))
+  if served and served > tonumber(version) then
+    return -1
   end
 end
 redis.call('HSET', vkey, 'json', ARGV[2], 'gzip', ARGV[3], 'etag', ARGV[4],
@@ -135,35 +137,28 @@ class RedisPublisher:
         self._install_script = client.register_script(_INSTALL)
         self._mark_loaded_script = client.register_script(_MARK_LOADED)
 
-    def write(self, write_key: str, bundle: Bundle) -> bool:
+    def write(self, write_key: str, bundle: Bundle, *, over: bytes = b"") -> bool:
         """Publish a version: hash, history, pointer, message and pruning, atomically —
-        unless Redis already serves a higher version of the source, which a concurrent
-        publish (another process, or one that got there first) wrote: then nothing, and
-        False. Versions only grow, so a late write never moves the pointer back."""
-        return bool(self._install(write_key, bundle, self.client, force=False) != -1)
-
-    def replace(self, write_key: str, bundle: Bundle, over: bytes) -> bool:
-        """``write``, whatever version Redis serves, but only while its pointer is still
-        ``over`` (compare-and-set): False, and nothing written, once anything moved it."""
-        return bool(self._install(write_key, bundle, self.client, force=over) != -1)
-
-    def point(self, write_key: str, bundle: Bundle) -> None:
-        """Make ``bundle`` current whatever Redis serves, unconditionally.
-
-        The hash is rewritten from the given bytes in the same script that moves the pointer;
-        the bytes are those SQLite recorded, so rewriting an existing hash is a no-op.
-        """
-        self._install(write_key, bundle, self.client, force=True)
+        unless Redis serves a higher version of the source, which a concurrent publish
+        (another process, or one that got there first) wrote: then nothing, and False.
+        Versions only grow, so a late write never moves the pointer back. ``over``: a pointer
+        (as ``pointer`` read it) this write replaces even if it names a higher version."""
+        return bool(self._install(write_key, bundle, self.client, over) != -1)
 
     def write_many(self, items: Iterable[tuple[str, Bundle]], *, batch: int = 500,
-                   force: bool = False, refused: list[str] | None = None) -> int:
-        """``write`` for many sources (``point`` with ``force``), ``batch`` scripts per round
-        trip (``republish --all``, ``publish --all``); returns how many scripts ran, and adds
-        to ``refused`` the write keys whose version Redis refused as ``write`` does.
+                   refused: list[str] | None = None) -> int:
+        """``write`` for many sources, ``batch`` scripts per round trip; returns how many
+        scripts ran, and adds to ``refused`` the write keys whose version Redis refused.
 
         Each source is still installed atomically; a Redis error propagates, and the sources
         of the failed batch may or may not have been written (writing them again is harmless).
         """
+        items = list(items)
+        if len(items) == 1:  # (a pipeline asks SCRIPT EXISTS first: one round trip more)
+            (write_key, bundle), = items
+            if not self.write(write_key, bundle) and refused is not None:
+                refused.append(write_key)
+            return 1
         done = 0
         keys: list[str] = []
         pipe = self.client.pipeline(transaction=False)
@@ -176,7 +171,7 @@ class RedisPublisher:
             return len(answers)
 
         for write_key, bundle in items:
-            self._install(write_key, bundle, pipe, force=force)
+            self._install(write_key, bundle, pipe, b"")
             keys.append(write_key)
             if len(pipe) >= batch:
                 done += run()
@@ -184,38 +179,28 @@ class RedisPublisher:
             done += run()
         return done
 
-    def _install(self, write_key: str, bundle: Bundle, target: Any, *,
-                 force: bool | bytes) -> Any:
+    def _install(self, write_key: str, bundle: Bundle, target: Any, over: bytes) -> Any:
         keys = [keyspace.version_key(write_key, bundle.version),
                 keyspace.versions_key(write_key), keyspace.current_key(write_key)]
         args: list[bytes | str | int] = [
             bundle.version, bundle.json, bundle.gzip, bundle.etag, bundle.published_at,
             bundle.revision, keyspace.encode_pointer(bundle.version, bundle.etag),
             self.keep_versions, keyspace.PUBLISHED_CHANNEL,
-            keyspace.encode_message(write_key, bundle.version),
-            force if isinstance(force, bytes) else "1" if force else "0"]
+            keyspace.encode_message(write_key, bundle.version), over]
         return self._install_script(keys=keys, args=args, client=target)
 
     def pointer(self, write_key: str) -> bytes | None:
-        """The current pointer as Redis holds it (what ``replace`` compares with)."""
+        """The current pointer as Redis holds it (what ``write``'s ``over`` names)."""
         return cast(bytes | None, self.client.get(keyspace.current_key(write_key)))
 
     def current(self, write_key: str) -> tuple[int, str] | None:
-        """``(version, etag)`` of the current pointer, or ``None`` if the source is unpublished."""
-        raw = self.client.get(keyspace.current_key(write_key))
-        if raw is None:
-            return None
-        return keyspace.decode_pointer(cast(bytes, raw))
+        """``(version, etag)`` of the current pointer; ``None``: none, or malformed."""
+        return served(self.pointer(write_key))
 
     def currents(self, write_keys: Sequence[str]) -> list[tuple[int, str] | None]:
-        """``current`` of many sources in one MGET; a malformed pointer reads as ``None``."""
-        out: list[tuple[int, str] | None] = []
-        for raw in self.client.mget([keyspace.current_key(k) for k in write_keys]):
-            try:
-                out.append(None if raw is None else keyspace.decode_pointer(cast(bytes, raw)))
-            except (ValueError, UnicodeDecodeError):
-                out.append(None)
-        return out
+        """``current`` of many sources in one MGET."""
+        return [served(cast(bytes | None, raw))
+                for raw in self.client.mget([keyspace.current_key(k) for k in write_keys])]
 
     def server_id(self) -> str:
         """The Redis server's ``run_id``: it changes when Redis restarts (perhaps empty) or
@@ -236,10 +221,6 @@ class RedisPublisher:
     def loaded(self) -> bool:
         """Whether ``sc:loaded`` exists (the publisher never deletes it: Redis lost it)."""
         return bool(self.client.exists(keyspace.LOADED_KEY))
-
-    def kept_versions(self, write_key: str) -> list[int]:
-        """The version numbers Redis still holds for rollback, oldest first."""
-        return _ints(self.client.zrange(keyspace.versions_key(write_key), 0, -1))
 
     def delete_source(self, write_key: str) -> None:
         """Remove every key of the source, then notify so instant-mode edges evict it.

@@ -35,10 +35,11 @@ async def publish_pending(service: Service, interval: float) -> None:
     published (a timed-out write may land late), then publish the pending ones each
     ``interval`` seconds; set ``sc:loaded`` once a check leaves nothing pending. Logs what it
     publishes and, once per change, what stays pending."""
-    checked = False
+    checked = False  # every source compared with Redis since it last changed
     check = ""  # the comparison that may set sc:loaded once nothing is pending
-    server = None
-    reported = 0
+    server = None  # Redis's run_id
+    reported = 0  # the pending count last logged
+    down = False  # Redis failed last round (an outage is logged once)
     while True:
         try:
             publisher = service.publisher
@@ -53,8 +54,7 @@ async def publish_pending(service: Service, interval: float) -> None:
                     log.warning("Redis lost %s (flushed?); checking every source against it",
                                 keyspace.LOADED_KEY)
                     checked = False
-            if reported == -1:  # Redis answers again: the next outage is logged too
-                reported = 0
+            down = False  # Redis answers again: the next outage is logged too
             if not checked:
                 if publisher is not None:
                     check = await run_in_threadpool(publisher.begin_check)
@@ -81,9 +81,9 @@ async def publish_pending(service: Service, interval: float) -> None:
                     checked = False  # Redis lost the check's key meanwhile: check again
                 check = ""
         except redis.RedisError as exc:
-            if reported != -1:  # once per outage
+            if not down:
                 log.warning("Redis unreachable (%s); checking again every %gs", exc, interval)
-            reported = -1
+            down, reported = True, 0
         except Busy as exc:  # other writes held the lock: they publish too; try again later
             log.info("%s; trying again in %gs", exc.message, interval)
         except Exception:  # a bug must not stop the retries: log it, try again later

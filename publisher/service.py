@@ -17,12 +17,11 @@ beside ``serve``, ``republish --all``) are ordered by Redis itself: versions onl
 rollback publishes the old bytes as a new version — and the publish script refuses a version
 below the one served (publisher/publish.py), so a late or concurrent publish never moves a
 source back. A refused publish reads SQLite again: a newer commit is served, or Redis serves
-a version SQLite never made current, which is then replaced (``Staging._deliver``).
+a version SQLite never made current, which is then replaced (``Staging._install_committed``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import threading
 import time
@@ -147,15 +146,14 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
             staged = self._stage(source, [])
         return source, self._publish(staged)
 
-    def delete_source(self, source: Source) -> None:
+    def delete_source(self, source: Source) -> str:
         """Delete the source and its bundles from SQLite, with an outbox record; then from
-        Redis (a Redis failure leaves the record: ``serve``'s retry loop deletes it)."""
+        Redis. Returns ``""``, or why Redis may still serve it (the record stays: ``serve``'s
+        retry loop deletes it)."""
         with self._writing():
             self.store.delete_source(source.id)
-            self.store.mark_unpublished([source.write_key])
-        if self.publisher is not None:
-            with contextlib.suppress(redis.RedisError):
-                self._deliver(source.write_key)
+            self.store.add_to_outbox([source.write_key])
+        return self._sync_redis([(source.write_key, None)]).error
 
     # -- instances -------------------------------------------------------------------------
 
@@ -201,10 +199,11 @@ class Service(ConfigEdits, WebhookEvents, Recovery):
         if current is None:
             out["version"] = None
             return out
-        out.update(self._result(source, current, False).to_dict())
+        out.update(self._result(Staged(source, current, False)).to_dict())
         out.pop("changed", None)
         try:
-            out["pending"] = self._redis_behind(source.write_key, current)
+            out["pending"] = self.publisher is not None and (
+                self.publisher.current(source.write_key) != (current.version, current.etag))
         except redis.RedisError:  # unknown: as good as not published
             out["pending"] = True
         return out

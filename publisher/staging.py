@@ -2,11 +2,14 @@
 
 Every write of ``Service`` takes the same steps. Inside its transaction (``_writing``),
 ``_commit`` checks a desired set against the catalog, the filter limits and the destination
-rules, stores it and bumps the revision; ``_stage`` compiles it and records a new bundle
-version when the bytes changed, which records the source in the outbox (``unpublished``) in
-the same transaction. After COMMIT, ``_publish`` brings Redis to what SQLite then holds
-(``_deliver``), clears the record, and says what happened (``PublishResult``). Why in this
-order is told in publisher/service.py. ``Staging`` also types, once, the state every part of
+rules, stores it and bumps the revision; ``_stage`` compiles it and, when the bytes changed,
+records a new bundle version and adds the source to the outbox (``_record``). After COMMIT,
+``_publish`` brings Redis to what SQLite then holds and says what happened
+(``PublishResult``). Why in this order is told in publisher/service.py.
+
+``_sync_redis`` is the one way Redis is brought in line with SQLite — for a write, for the
+retry loop (publisher/recovery.py ``retry_pending``) and for the bulk commands alike — and the
+one place that clears outbox records. ``Staging`` also types, once, the state every part of
 ``Service`` shares, so that its mixins (publisher/edits.py, webhook_events.py, recovery.py)
 are checked as strictly as ``Service`` itself.
 """
@@ -34,20 +37,26 @@ from publisher.core.rules import RuleLimits, check_source
 from publisher.core.setting_values import validate_settings
 from publisher.core.specs import check_text, filter_dict
 from publisher.errors import AlreadyExists, Busy
-from publisher.publish import PublishResult, RedisPublisher
+from publisher.publish import PublishResult, RedisPublisher, served
 from publisher.store import Store
 from publisher.store import store as store_module
 
-log = logging.getLogger("publisher.service")
+log = logging.getLogger(__name__)
 
-# How many times a publish reads SQLite and Redis again after Redis's compare-and-set refused
-# it (each refusal means another publish moved the pointer meanwhile) before it is left pending.
+# How many times ``_install_committed`` reads Redis's pointer and SQLite again after Redis's
+# compare-and-set refused its write (each refusal means another publish moved the pointer
+# meanwhile) before the source is left pending.
 _ATTEMPTS = 5
 
 
-def _pending_error(exc: redis.RedisError) -> str:
-    return (f"Redis unreachable, publish pending ({exc}); `serve` retries it, or run "
-            "`republish --all`")
+class Contended(Exception):
+    """Redis's pointer of a source kept moving under a publish (other publishes won)."""
+
+
+def pending_error(exc: Exception) -> str:
+    """A pending result's ``error``: why Redis may not have the write yet, and what follows."""
+    cause = "Redis unreachable, " if isinstance(exc, redis.RedisError) else ""
+    return f"{cause}publish pending ({exc}); `serve` retries it, or run `republish --all`"
 
 
 class Staged(NamedTuple):
@@ -57,6 +66,14 @@ class Staged(NamedTuple):
     source: Source
     bundle: Bundle
     changed: bool
+
+
+class Synced(NamedTuple):
+    """What ``_sync_redis`` did: how many sources it wrote to (or deleted from) Redis, and
+    ``""`` or why it left them pending."""
+
+    written: int
+    error: str
 
 
 class Staging:
@@ -113,7 +130,8 @@ class Staging:
 
     def _commit(self, source: Source, existing: Sequence[Instance],
                 desired: list[Instance], *, revision: int | None = None) -> Staged:
-        """Validate and store ``desired``; returns what to publish after the COMMIT."""
+        """Validate and store ``desired``; returns what to publish after the COMMIT (its source
+        with the revision stored: the next one, or ``revision``, a control plane's)."""
         for inst in desired:
             check_text(inst.display_name, f"destination {inst.display_name!r}: display name")
             for f in inst.filters:
@@ -163,17 +181,18 @@ class Staging:
         version = (latest.version if latest else 0) + 1
         bundle = make_bundle(data, version=version, revision=source.revision,
                              published_at=int(self.clock()))
-        self._record(source.id, bundle)
+        self._record(source, bundle)
         return Staged(source, bundle, True)
 
-    def _record(self, source_id: int, bundle: Bundle) -> None:
-        """Keep ``bundle`` as the source's current version (outbox record included) and prune
-        what falls out of the kept window."""
-        self.store.record_bundle(source_id, bundle)
+    def _record(self, source: Source, bundle: Bundle) -> None:
+        """Keep ``bundle`` as the source's current version, add the source to the outbox, and
+        prune what falls out of the kept window."""
+        self.store.record_bundle(source.id, bundle)
+        self.store.add_to_outbox([source.write_key])
         if bundle.version > self.keep_versions:
-            self.store.prune_bundles(source_id, self.keep_versions)
+            self.store.prune_bundles(source.id, self.keep_versions)
 
-    def _stage_unpublished(self, sources: Sequence[Source]) -> dict[int, Bundle]:
+    def _stage_never_published(self, sources: Sequence[Source]) -> dict[int, Bundle]:
         """``_stage`` for sources without a current bundle, in a few statements for them all.
 
         Each is compiled from its stored instances and gets version 1, unless it still holds
@@ -186,93 +205,124 @@ class Staging:
         held = self.store.sources_with_bundles(ids)
         published_at = int(self.clock())
         staged: dict[int, Bundle] = {}
-        new: list[tuple[int, Bundle]] = []
+        new: list[Source] = []
         for src in sources:
             if src.id in held:
                 staged[src.id] = self._stage(src, instances[src.id]).bundle
                 continue
-            bundle = make_bundle(self.compile(src, instances[src.id]), version=1,
-                                 revision=src.revision, published_at=published_at)
-            staged[src.id] = bundle
-            new.append((src.id, bundle))
-        self.store.record_bundles(new)
+            staged[src.id] = make_bundle(self.compile(src, instances[src.id]), version=1,
+                                         revision=src.revision, published_at=published_at)
+            new.append(src)
+        self.store.record_bundles([(src.id, staged[src.id]) for src in new])
+        self.store.add_to_outbox(src.write_key for src in new)
         return staged
 
-
-    # -- after the COMMIT: publish ---------------------------------------------------------
+    # -- after the COMMIT: bring Redis to what SQLite holds (the outbox drain) -------------
 
     def _publish(self, staged: Staged) -> PublishResult:
-        """Bring Redis to what SQLite holds for the staged source — a new bundle, or an
-        unchanged one Redis lacks — and say what happened. Runs after the write's COMMIT: a
-        Redis failure leaves the source in the outbox, the result ``pending``."""
+        """Bring Redis to what a write committed and say what happened. Runs after the
+        write's COMMIT: a Redis failure leaves the source in the outbox, the result
+        ``pending``."""
         if self.store.in_transaction():
             raise RuntimeError("a write publishes after its COMMIT, not inside its transaction")
-        source, bundle, changed = staged
-        error = "no Redis configured" if changed and self.publisher is None else ""
-        try:
-            if self.publisher is not None and (changed or self._redis_behind(source.write_key,
-                                                                             bundle)):
-                self._deliver(source.write_key)
-        except redis.RedisError as exc:
-            if not changed:  # (a new version's record was committed with it)
-                self.store.mark_unpublished([source.write_key])
-            error = _pending_error(exc)
-        return self._result(source, bundle, changed, pending=bool(error), error=error)
+        return self._result(staged, self._sync_staged([staged]))
 
-    def _committed(self, write_key: str) -> Bundle | None:
-        """The bundle the last COMMIT says Redis should serve (None: not a source, or never
-        published)."""
-        source = self.store.get_source_by_write_key(write_key)
-        return None if source is None else self.store.current_bundle(source.id)
+    def _sync_staged(self, staged: Sequence[Staged], down: str = "", *,
+                     rewrite: bool = False) -> str:
+        """``_sync_redis`` for staged bundles: a new version is written; an unchanged one only
+        where Redis's pointer does not name it (every one with ``rewrite``). Returns ``""``, or
+        why Redis was not brought in line."""
+        new = [(st.source.write_key, st.bundle) for st in staged if st.changed or rewrite]
+        same = [(st.source.write_key, st.bundle) for st in staged
+                if not (st.changed or rewrite)]
+        error = self._sync_redis(same, unless_served=True, down=down).error
+        return self._sync_redis(new, down=down or error).error or error
 
-    def _deliver(self, write_key: str) -> None:
-        """Make Redis serve what SQLite has committed for ``write_key`` — its current bundle,
-        or nothing (deleted, or never published) — then clear its outbox record.
+    def _sync_redis(self, committed: Sequence[tuple[str, Bundle | None]], *,
+                    unless_served: bool = False, down: str = "") -> Synced:
+        """Make Redis serve what SQLite committed for each write key — ``committed`` pairs it
+        with SQLite's current bundle, ``None`` for a source deleted or never published — and
+        clear their outbox records: the outbox drain that every write, the retry loop and the
+        bulk commands run.
 
-        Redis's compare-and-set orders this against every other publish, in any process: a
-        version below the one served is refused. SQLite, read again after the pointer, then
-        says whether a newer commit is served (publish that: it is the current one) or Redis
-        serves a version SQLite never made current (replaced, but only over the pointer just
-        read). Raises ``redis.RedisError``; the record then stays for the retry loop.
+        ``unless_served``: first ask Redis's pointers (one MGET) and write only the bundles
+        they do not name. The writes go in one round trip, each refused where Redis serves a
+        higher version (compare-and-set); a refused key, and a deleted one, then takes
+        ``_install_committed``. On a Redis failure — or given ``down``, a failure earlier in
+        the same run, which is not waited out again — the write keys are (or stay) in the
+        outbox, except those ``unless_served`` left unasked: nothing is known of them.
         """
-        assert self.publisher is not None
-        over: bytes | None = None
-        for _ in range(_ATTEMPTS):
-            bundle = self._committed(write_key)
-            if bundle is None:
-                self.publisher.delete_source(write_key)
-            elif not (self.publisher.write(write_key, bundle) if over is None
-                      else self.publisher.replace(write_key, bundle, over)):
-                served = self.publisher.pointer(write_key)
-                now = self._committed(write_key)
-                over = None
-                if served is not None and now is not None and now.version == bundle.version:
-                    log.warning("Redis served a version of %s above v%d, which SQLite does not "
-                                "hold as current; replaced", write_key, bundle.version)
-                    over = served
-                continue
+        if not committed:
+            return Synced(0, "")
+        if self.publisher is None or down:
+            if unless_served:
+                return Synced(0, "")
+            error = down or "no Redis configured"
+        else:
             try:
-                self.store.clear_delivered([(write_key, bundle.version if bundle else None)])
-            except (sqlite3.Error, Busy) as exc:  # published: the retry loop clears it
-                log.warning("%s is published, but its outbox record stays (%s)", write_key, exc)
-            return
-        raise redis.RedisError(f"Redis's pointer of {write_key} kept moving under this publish")
+                return self._deliver(self.publisher, committed, unless_served)
+            except (redis.RedisError, Contended) as exc:
+                error = pending_error(exc)
+        self.store.add_to_outbox(write_key for write_key, _ in committed)
+        return Synced(0, error)
 
-    def _redis_behind(self, write_key: str, bundle: Bundle) -> bool:
-        """Whether Redis's pointer differs from ``bundle``; raises ``redis.RedisError``."""
-        if self.publisher is None:
-            return False
+    def _deliver(self, publisher: RedisPublisher,
+                 committed: Sequence[tuple[str, Bundle | None]], unless_served: bool) -> Synced:
+        """``_sync_redis``'s Redis part; raises ``redis.RedisError`` or ``Contended``."""
+        done: list[tuple[str, int | None]] = []  # (write key, the version Redis now serves)
+        if unless_served:
+            pointers = publisher.currents([key for key, _ in committed])
+            done = [(key, b.version) for (key, b), pointer in zip(committed, pointers, strict=True)
+                    if b is not None and pointer == (b.version, b.etag)]
+        served_already = {key for key, _ in done}
+        todo = [(key, b) for key, b in committed if key not in served_already]
+        writes = [(key, b) for key, b in todo if b is not None]
+        refused: list[str] = []
+        publisher.write_many(writes, batch=max(1, len(writes)), refused=refused)
+        for key, bundle in todo:
+            if bundle is None or key in refused:  # deleted, or refused: read SQLite again
+                done.append((key, self._install_committed(publisher, key)))
+            else:
+                done.append((key, bundle.version))
         try:
-            return self.publisher.current(write_key) != (bundle.version, bundle.etag)
-        except (ValueError, UnicodeDecodeError):  # a malformed pointer
-            return True
+            self.store.clear_outbox(done)
+        except (sqlite3.Error, Busy) as exc:  # published: the retry loop clears them
+            log.warning("Redis has what SQLite holds, but the outbox records stay (%s)", exc)
+        return Synced(len(todo), "")
 
-    def _result(self, source: Source, bundle: Bundle, changed: bool, *, pending: bool = False,
-                error: str = "", revision: int | None = None) -> PublishResult:
+    def _install_committed(self, publisher: RedisPublisher, write_key: str) -> int | None:
+        """Make Redis serve SQLite's current bundle of ``write_key`` — or nothing: deleted,
+        or never published — whatever version Redis serves; returns the version (None).
+
+        Reads the pointer, then SQLite: a newer commit is written as any write is (Redis's
+        compare-and-set orders it against every other publish, in any process); a version
+        above SQLite's current one, which SQLite never made current since versions only grow
+        (a copy of another database, or a source deleted and made again), is replaced, but
+        only while the pointer is the one read. Raises ``Contended`` when the pointer moved
+        under every one of ``_ATTEMPTS`` tries."""
+        for _ in range(_ATTEMPTS):
+            pointer = publisher.pointer(write_key)
+            source = self.store.get_source_by_write_key(write_key)
+            bundle = None if source is None else self.store.current_bundle(source.id)
+            if bundle is None:
+                publisher.delete_source(write_key)
+                return None
+            named = served(pointer)  # (version, etag); None: no pointer, or a malformed one
+            over = b""
+            if pointer is not None and named is not None and named[0] > bundle.version:
+                log.warning("Redis served a version of %s above v%d, which SQLite does not "
+                            "hold as current; replaced", write_key, bundle.version)
+                over = pointer
+            if publisher.write(write_key, bundle, over=over):
+                return bundle.version
+        raise Contended(f"Redis's pointer of {write_key} kept moving under this publish")
+
+    def _result(self, staged: Staged, error: str = "") -> PublishResult:
+        """What a write did: ``error`` says why Redis may not have it yet (then ``pending``)."""
+        source, bundle, changed = staged
         visible = (bundle.published_at + self.propagation_seconds  # (not yet: unknown)
-                   if self.propagation_seconds is not None and not pending else None)
+                   if self.propagation_seconds is not None and not error else None)
         return PublishResult(
-            write_key=source.write_key,
-            revision=source.revision if revision is None else revision,
-            version=bundle.version, etag=bundle.etag, published_at=bundle.published_at,
-            changed=changed, pending=pending, error=error, visible_everywhere_by=visible)
+            write_key=source.write_key, revision=source.revision, version=bundle.version,
+            etag=bundle.etag, published_at=bundle.published_at, changed=changed,
+            pending=bool(error), error=error, visible_everywhere_by=visible)

@@ -8,7 +8,6 @@ The reply recorded is replaced when the publish after the COMMIT is left pending
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 from publisher.core.model import SOURCE_TYPES, Source
@@ -64,12 +63,11 @@ class WebhookEvents(SpecBuilder, Staging):
             existing = self.store.list_instances(source.id)
             desired = self.build_instances(source, existing, specs)
             staged = self._commit(source, existing, desired, revision=revision)
-            source = replace(source, revision=revision)
-            result = self._result(source, staged.bundle, staged.changed, revision=revision)
-            body = {"status": "applied", "event_id": event_id, **render(source, result)}
+            body = {"status": "applied", "event_id": event_id,
+                    **render(staged.source, self._result(staged))}
             self.store.record_webhook_event(event_id, source.id, 200, body)
-        published = self._publish(staged._replace(source=source))
+        published = self._publish(staged)
         if published.pending:  # a duplicate delivery gets this reply, not the one recorded
-            body = {**body, **render(source, published)}
+            body = {**body, **render(staged.source, published)}
             self.store.update_webhook_response(event_id, body)
         return 200, body, False

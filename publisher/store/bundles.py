@@ -3,15 +3,17 @@
 SQLite keeps every published bundle until it is pruned, bytes included, and each source's
 ``current_version``: so ``republish --all`` can rebuild Redis byte for byte and a rollback
 still works after a Redis flush. A version, once recorded, never holds other bytes. The
-``unpublished`` table sits here too — the outbox: recording a bundle records its source there
-in the same transaction, a deletion does too, and the record is cleared only once Redis holds
-what SQLite then holds (``clear_delivered``); what is left, serve's retry loop in any
-publisher process on this database pushes again.
+outbox sits here too (the ``unpublished`` table): a write that changes what Redis should
+serve adds its source in its own transaction (``add_to_outbox``), and the record is cleared
+only once Redis holds what SQLite then holds (``clear_outbox``); what is left, serve's retry
+loop in any publisher process on this database pushes again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+
+import orjson
 
 from publisher.core.bundle import Bundle
 from publisher.core.model import Source
@@ -30,10 +32,9 @@ class BundlesMixin(StoreBase):
         self.record_bundles([(source_id, bundle)])
 
     def record_bundles(self, items: Sequence[tuple[int, Bundle]]) -> None:
-        """``record_bundle`` for many sources at once, in five statements whatever their number.
+        """``record_bundle`` for many sources at once, in four statements whatever their number.
 
-        In order, as if recorded one by one; all or nothing. Each source goes into the outbox
-        (``unpublished``) in the same transaction.
+        In order, as if recorded one by one; all or nothing.
         """
         if not items:
             return
@@ -65,10 +66,6 @@ class BundlesMixin(StoreBase):
             self._conn.executemany(
                 "UPDATE sources SET current_version = ? WHERE id = ?",
                 [(bundle.version, source_id) for source_id, bundle in items])
-            self._conn.execute(
-                "INSERT OR IGNORE INTO unpublished (write_key, since) SELECT write_key, ?"
-                " FROM sources WHERE id IN (SELECT value FROM json_each(?))",
-                (now_rfc3339(), ids))
 
     def record_rollback(self, source_id: int, version: int, restores: int) -> None:
         """Note that ``version`` (just recorded) copies the bytes of the earlier ``restores``."""
@@ -88,23 +85,8 @@ class BundlesMixin(StoreBase):
             (id_list(source_ids),))
         return {r["id"]: r["v"] if r["restores"] is None else r["restores"] for r in rows}
 
-    def set_current(self, source_id: int, version: int, *, published_at: int | None = None
-                    ) -> None:
-        """Make a kept version the one Redis should serve, without a new version (a rollback
-        makes one: ``record_rollback``); ``published_at`` re-dates it."""
-        with self.transaction():
-            if self.get_bundle(source_id, version) is None:
-                raise NotFound(f"version {version} of source {source_id} is not kept")
-            self._conn.execute(
-                "UPDATE sources SET current_version = ? WHERE id = ?", (version, source_id)
-            )
-            if published_at is not None:
-                self._conn.execute(
-                    "UPDATE bundles SET published_at = ? WHERE source_id = ? AND version = ?",
-                    (published_at, source_id, version))
-
     def current_bundle(self, source_id: int) -> Bundle | None:
-        """The bundle Redis should serve for the source (after a rollback: not the newest)."""
+        """The bundle Redis should serve for the source."""
         row = self._one(
             "SELECT b.* FROM bundles b JOIN sources s"
             " ON s.id = b.source_id AND s.current_version = b.version WHERE s.id = ?",
@@ -198,25 +180,22 @@ class BundlesMixin(StoreBase):
             )
         return sorted(doomed)
 
-    # -- what Redis has yet to get ----------------------------------------------------------
+    # -- the outbox: what Redis has yet to get -------------------------------------------
 
-    def mark_unpublished(self, write_keys: Iterable[str]) -> None:
+    def add_to_outbox(self, write_keys: Iterable[str]) -> None:
         """Record that Redis may not serve what SQLite holds for these sources (kept across
-        restarts and shared by every process on this database)."""
-        rows = [(key, now_rfc3339()) for key in write_keys]
-        if rows:  # (the check at start usually finds none: no write transaction for that)
+        restarts and shared by every process on this database). Sources already recorded
+        keep their record; when all are, no write transaction is opened."""
+        keys = orjson.dumps(list(write_keys)).decode()
+        rows = [(r["value"], now_rfc3339()) for r in self._all(
+            "SELECT DISTINCT value FROM json_each(?)"
+            " WHERE value NOT IN (SELECT write_key FROM unpublished)", (keys,))]
+        if rows:
             with self.transaction():
                 self._conn.executemany(
                     "INSERT OR IGNORE INTO unpublished (write_key, since) VALUES (?, ?)", rows)
 
-    def clear_unpublished(self, write_keys: Iterable[str]) -> None:
-        """Drop these sources' outbox records, whatever SQLite holds for them."""
-        keys = [(key,) for key in write_keys]
-        if keys and self._one("SELECT 1 FROM unpublished LIMIT 1") is not None:
-            with self.transaction():
-                self._conn.executemany("DELETE FROM unpublished WHERE write_key = ?", keys)
-
-    def clear_delivered(self, delivered: Iterable[tuple[str, int | None]]) -> None:
+    def clear_outbox(self, delivered: Iterable[tuple[str, int | None]]) -> None:
         """Clear the outbox records of ``(write_key, version)`` Redis now serves (``None``:
         Redis holds nothing of the source), each only while SQLite's current version is still
         that one (none: the source deleted or never published): the record of a newer commit
@@ -228,6 +207,7 @@ class BundlesMixin(StoreBase):
                     "DELETE FROM unpublished WHERE write_key = ? AND"
                     " (SELECT current_version FROM sources WHERE write_key = ?) IS ?", rows)
 
-    def unpublished(self) -> list[str]:
+    def outbox(self) -> list[str]:
+        """The write keys in the outbox."""
         return [r["write_key"] for r in
                 self._all("SELECT write_key FROM unpublished ORDER BY write_key")]

@@ -196,3 +196,26 @@ def test_a_flush_during_the_check_leaves_redis_unmarked(redis_client: redis.Redi
     again = publisher.begin_check()
     assert publisher.mark_loaded(again, NOW) is True and publisher.loaded()
     assert redis_client.exists(again) == 0
+
+
+def test_publish_all_whose_comparison_fails_does_not_set_the_marker(
+        service: Service, redis_client: redis.Redis) -> None:
+    """publish --all whose comparison of a page of unchanged sources with Redis fails leaves
+    the marker unset, as every other Redis failure in the run does: that page was never
+    compared, though it had no new version to write."""
+    sources(service, 2)
+    redis_client.delete(keyspace.LOADED_KEY)
+    assert service.publisher is not None
+    real, calls = service.publisher.currents, []
+
+    def fails_once(write_keys: Any) -> Any:
+        calls.append(write_keys)
+        if len(calls) == 1:
+            raise redis.ConnectionError("connection reset")
+        return real(write_keys)
+
+    service.publisher.currents = fails_once  # type: ignore[method-assign]
+    results = list(service.publish_all(batch=1))
+
+    assert [r is not None and r.changed for _, r, _ in results] == [False, False]
+    assert calls and loaded_at(service) is None

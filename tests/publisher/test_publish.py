@@ -30,6 +30,11 @@ def bundle(n: int) -> Bundle:
     return make_bundle(doc(n), version=n, revision=n * 2, published_at=1_700_000_000 + n)
 
 
+def kept(client: redis.Redis, write_key: str) -> list[int]:
+    """The version numbers Redis still holds of the source, oldest first."""
+    return [int(v) for v in client.zrange(keyspace.versions_key(write_key), 0, -1)]
+
+
 def read_envelope(client: redis.Redis, write_key: str, version: int) -> keyspace.Envelope | None:
     values = client.hmget(keyspace.version_key(write_key, version), list(keyspace.FIELDS))
     return keyspace.Envelope.from_fields(write_key, cast(list[bytes | None], values))
@@ -83,7 +88,7 @@ def test_write_stores_a_readable_envelope(redis_client: redis.Redis) -> None:
         write_key=WK, version=1, json=b.json, gzip=b.gzip, etag=b.etag,
         published_at=b.published_at, revision=b.revision,
     )
-    assert publisher.kept_versions(WK) == [1]
+    assert kept(redis_client, WK) == [1]
 
 
 def test_current_is_none_before_any_publish(redis_client: redis.Redis) -> None:
@@ -92,7 +97,8 @@ def test_current_is_none_before_any_publish(redis_client: redis.Redis) -> None:
 
 
 def test_write_announces_each_publish(redis_client: redis.Redis) -> None:
-    """Every write and point sends '<writeKey> <version>' on the published channel."""
+    """Every write sends '<writeKey> <version>' on the published channel, one over a higher
+    version too."""
     pubsub = redis_client.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(keyspace.PUBLISHED_CHANNEL)
     assert pubsub.get_message(timeout=1.0) is None  # consumes the subscribe confirmation
@@ -100,7 +106,7 @@ def test_write_announces_each_publish(redis_client: redis.Redis) -> None:
 
     publisher.write(WK, bundle(1))
     publisher.write(WK, bundle(2))
-    publisher.point(WK, bundle(1))
+    publisher.write(WK, bundle(1), over=publisher.pointer(WK) or b"")
 
     received = []
     for _ in range(3):
@@ -164,7 +170,7 @@ def test_pruning_keeps_the_newest_versions(redis_client: redis.Redis) -> None:
     for n in range(1, 8):
         publisher.write(WK, bundle(n))
 
-    assert publisher.kept_versions(WK) == [5, 6, 7]
+    assert kept(redis_client, WK) == [5, 6, 7]
     assert [redis_client.exists(keyspace.version_key(WK, n)) for n in range(1, 8)] == [
         0, 0, 0, 0, 1, 1, 1,
     ]
@@ -177,35 +183,38 @@ def test_pruning_never_deletes_the_current_version(redis_client: redis.Redis) ->
     for n in range(1, 5):
         publisher.write(WK, bundle(n))
 
-    publisher.point(WK, bundle(1))
+    publisher.write(WK, bundle(1), over=publisher.pointer(WK) or b"")
 
     assert publisher.current(WK) == (1, bundle(1).etag)
-    assert publisher.kept_versions(WK) == [1, 3, 4]
+    assert kept(redis_client, WK) == [1, 3, 4]
     assert read_envelope(redis_client, WK, 1) is not None
 
 
-def test_point_rolls_back_to_a_kept_version(redis_client: redis.Redis) -> None:
-    """point() moves the pointer back to an earlier version without rewriting history."""
+def test_a_write_over_the_pointer_read_moves_it_to_a_lower_version(
+        redis_client: redis.Redis) -> None:
+    """write(over=pointer) moves the pointer back to an earlier version without rewriting
+    history (what SQLite holds replacing a version it never made current)."""
     publisher = RedisPublisher(redis_client)
     for n in range(1, 4):
         publisher.write(WK, bundle(n))
 
-    publisher.point(WK, bundle(2))
+    assert publisher.write(WK, bundle(2), over=publisher.pointer(WK) or b"") is True
 
     assert publisher.current(WK) == (2, bundle(2).etag)
-    assert publisher.kept_versions(WK) == [1, 2, 3]
+    assert kept(redis_client, WK) == [1, 2, 3]
     envelope = read_envelope(redis_client, WK, 2)
     assert envelope is not None and envelope.json == doc(2)
 
 
-def test_point_restores_a_pruned_version(redis_client: redis.Redis) -> None:
-    """point() rewrites a version Redis no longer holds before pointing at it."""
+def test_a_write_over_the_pointer_read_restores_a_pruned_version(
+        redis_client: redis.Redis) -> None:
+    """write(over=pointer) rewrites a version Redis no longer holds before pointing at it."""
     publisher = RedisPublisher(redis_client, keep_versions=1)
     publisher.write(WK, bundle(1))
     publisher.write(WK, bundle(2))
     assert read_envelope(redis_client, WK, 1) is None
 
-    publisher.point(WK, bundle(1))
+    publisher.write(WK, bundle(1), over=publisher.pointer(WK) or b"")
 
     envelope = read_envelope(redis_client, WK, 1)
     assert envelope is not None and (envelope.json, envelope.gzip) == (doc(1), bundle(1).gzip)
@@ -261,11 +270,11 @@ def test_flushall_then_rewrite_from_store_restores_bytes(
     pointer_before = redis_client.get(keyspace.current_key(source.write_key))
 
     redis_client.flushall()
-    for kept in store.list_bundles(source.id):
-        publisher.write(source.write_key, kept)
+    for held in store.list_bundles(source.id):
+        publisher.write(source.write_key, held)
     latest = store.latest_bundle(source.id)
     assert latest is not None
-    publisher.point(source.write_key, latest)
+    publisher.write(source.write_key, latest)
 
     after = {
         n: redis_client.hgetall(keyspace.version_key(source.write_key, n)) for n in (1, 2, 3)
@@ -273,27 +282,6 @@ def test_flushall_then_rewrite_from_store_restores_bytes(
     assert after == before
     assert redis_client.get(keyspace.current_key(source.write_key)) == pointer_before
     assert before[3][b"json"] == doc(3)
-
-
-def test_rollback_survives_a_flush(redis_client: redis.Redis, store: Store) -> None:
-    """A rollback recorded in the store is what a rebuild after FLUSHALL points at."""
-    ws = store.create_workspace("acme", "Acme")
-    source = store.create_source(ws.id, "web", "Web", "web")
-    publisher = RedisPublisher(redis_client)
-    for n in range(1, 4):
-        store.record_bundle(source.id, bundle(n))
-        publisher.write(source.write_key, bundle(n))
-    store.set_current(source.id, 2)
-    publisher.point(source.write_key, bundle(2))
-
-    redis_client.flushall()
-    current = store.current_bundle(source.id)
-    assert current is not None
-    publisher.point(source.write_key, current)
-
-    assert publisher.current(source.write_key) == (2, bundle(2).etag)
-    envelope = read_envelope(redis_client, source.write_key, 2)
-    assert envelope is not None and envelope.json == doc(2)
 
 
 def test_write_many_installs_every_source_in_batches(redis_client: redis.Redis) -> None:
@@ -311,7 +299,7 @@ def test_write_many_installs_every_source_in_batches(redis_client: redis.Redis) 
     assert done == 14
     for key in keys:
         assert publisher.current(key) == (3, bundle(3).etag)
-        assert publisher.kept_versions(key) == [2, 3]
+        assert kept(redis_client, key) == [2, 3]
         assert not redis_client.exists(keyspace.version_key(key, 1))
         envelope = read_envelope(redis_client, key, 3)
         assert envelope is not None and envelope.json == doc(3)
@@ -323,7 +311,8 @@ def test_write_many_installs_every_source_in_batches(redis_client: redis.Redis) 
 
 def test_a_late_write_never_moves_the_pointer_back(redis_client: redis.Redis) -> None:
     """A write of a lower version than Redis serves (a publish from another process that
-    lost the race) changes nothing and says so; point (rollback) moves it back."""
+    lost the race) changes nothing and says so; a write over the pointer it read moves it
+    back."""
     publisher = RedisPublisher(redis_client)
     assert publisher.write(WK, bundle(2)) is True
 
@@ -333,23 +322,22 @@ def test_a_late_write_never_moves_the_pointer_back(redis_client: redis.Redis) ->
     assert late is False and again is True
     assert publisher.current(WK) == (2, bundle(2).etag)
     assert not redis_client.exists(keyspace.version_key(WK, 1))
-    publisher.point(WK, bundle(1))
+    assert publisher.write(WK, bundle(1), over=publisher.pointer(WK) or b"") is True
     assert publisher.current(WK) == (1, bundle(1).etag)
 
 
-def test_write_many_moves_back_only_when_forced(redis_client: redis.Redis) -> None:
-    """write_many leaves a higher version Redis serves in place, as write does; with force
-    (republish --all restoring SQLite's state) it points every source at the given version."""
+def test_write_many_never_moves_the_pointer_back(redis_client: redis.Redis) -> None:
+    """write_many leaves a higher version Redis serves in place, as write does, and names
+    it refused."""
     publisher = RedisPublisher(redis_client)
-    for key in ("plain", "forced"):
-        publisher.write(key, bundle(3))
+    publisher.write("plain", bundle(3))
+    refused: list[str] = []
 
-    publisher.write_many([("plain", bundle(2)), ("new", bundle(1))])
-    publisher.write_many([("forced", bundle(1))], force=True)
+    publisher.write_many([("plain", bundle(2)), ("new", bundle(1))], refused=refused)
 
     assert publisher.current("plain") == (3, bundle(3).etag)
     assert publisher.current("new") == (1, bundle(1).etag)
-    assert publisher.current("forced") == (1, bundle(1).etag)
+    assert refused == ["plain"]
 
 
 def test_a_malformed_pointer_is_overwritten(redis_client: redis.Redis) -> None:

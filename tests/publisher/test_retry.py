@@ -118,10 +118,10 @@ def test_pending_sources_deleted_or_published_since_are_dropped(
     service.publish(gone)
     service.publish(later)
     service.publisher = good
-    service.delete_source(gone)
+    assert service.delete_source(gone) == ""
     service.store.replace_instances(later.id, [])
     fresh = service.publish(later)
-    service.store.mark_unpublished([later.write_key])  # as if left by another process
+    service.store.add_to_outbox([later.write_key])  # as if left by another process
 
     assert service.retry_pending() == (0, 0)
     assert served_version(redis_client, later.write_key) == fresh.version
@@ -136,7 +136,7 @@ def test_a_source_deleted_while_redis_is_down_is_deleted_from_redis_later(
     service.publish(src)
     good, service.publisher = service.publisher, DOWN
 
-    service.delete_source(src)
+    assert "Redis unreachable, publish pending" in service.delete_source(src)
     assert service.retry_pending() == (0, 1)
     service.publisher = good
     assert served_version(redis_client, src.write_key) == 1  # still served until then
@@ -226,13 +226,30 @@ def test_an_unchanged_write_asks_a_hung_redis_once(service: Service,
             raise redis.TimeoutError("Timeout reading from socket")
         return call
 
-    for name in ("current", "write", "point"):
+    for name in ("current", "currents", "write", "write_many"):
         monkeypatch.setattr(service.publisher, name, fail(name))
 
     result = service.publish(src)
 
-    assert calls == ["current"]
+    assert calls == ["currents"]
     assert result.pending and not result.changed and "Timeout reading" in result.error
+    assert service.pending == {src.write_key}
+
+
+def test_a_publish_whose_pointer_keeps_moving_is_pending(
+        service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish Redis refuses on every try (other publishes keep moving the pointer) is
+    left pending, its outbox record kept, and its error says so: it does not claim Redis is
+    unreachable."""
+    src = source(service, 0)
+    assert service.publisher is not None
+    monkeypatch.setattr(service.publisher, "write", lambda *args, **kwargs: False)
+
+    result = service.publish(src)
+
+    assert result.pending and result.changed
+    assert "kept moving under this publish" in result.error
+    assert "unreachable" not in result.error
     assert service.pending == {src.write_key}
 
 
@@ -251,9 +268,9 @@ def test_a_malformed_pointer_reads_as_behind(service: Service,
 
 def test_after_pending_sources_are_published_every_source_is_checked_again(
         service: Service, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A forced write (a rollback) that timed out on a hung Redis still runs when Redis
-    resumes, possibly after a newer write that succeeded and cleared the source's pending
-    mark. After the loop has published what was pending, its next round compares every
+    """Redis moved back under the loop (here: a write over the pointer, as a copy of another
+    database's Redis would) after a newer write succeeded and cleared the source's outbox
+    record. After the loop has published what was pending, its next round compares every
     source with Redis again and puts back what differs."""
     src, other = source(service, 0), source(service, 1)
     service.publish(src)
@@ -268,8 +285,8 @@ def test_after_pending_sources_are_published_every_source_is_checked_again(
 
     def retry_then_a_late_write() -> tuple[int, int]:
         done = retry()
-        if not landed:  # the timed-out rollback to v1 runs now, after the newer write
-            good.point(src.write_key, first)
+        if not landed:  # v1 written over the newer write
+            good.write(src.write_key, first, over=good.pointer(src.write_key) or b"")
             landed.append(True)
         return done
 
@@ -587,7 +604,7 @@ def test_a_published_write_whose_record_cannot_be_cleared_is_accepted(
     without writing Redis again."""
     src = source(service, 0)
     service.publish(src)
-    real, calls = service.store.clear_delivered, []
+    real, calls = service.store.clear_outbox, []
 
     def fails_once(delivered: Any) -> None:
         calls.append(delivered)
@@ -595,7 +612,7 @@ def test_a_published_write_whose_record_cannot_be_cleared_is_accepted(
             raise sqlite3.OperationalError("disk I/O error")
         real(delivered)
 
-    monkeypatch.setattr(service.store, "clear_delivered", fails_once)
+    monkeypatch.setattr(service.store, "clear_outbox", fails_once)
     _, result = service.update_instance(src, "amp", {"enabled": False})
 
     assert result.version == 2 and not result.pending
@@ -627,7 +644,7 @@ def test_a_write_whose_commit_fails_does_not_call_redis(service: Service,
     service.publish(src)
     service.store.replace_instances(src.id, [])
     calls: list[str] = []
-    for name in ("write", "replace", "point", "write_many", "delete_source"):
+    for name in ("write", "write_many", "delete_source"):
         def record(*args: Any, _name: str = name, **kwargs: Any) -> None:
             calls.append(_name)
         setattr(service.publisher, name, record)
