@@ -7,10 +7,12 @@ import asyncio
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 import redis.asyncio as aioredis
+import uvloop
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -24,6 +26,15 @@ from tests.services import RedisServer, free_port
 pytestmark = pytest.mark.anyio
 
 PASSWORD = "s3cret-pass"
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """Every pipe test under uvloop, the loop settings-cdn-edge runs, and asyncio's own: the
+    two report a closed transport differently."""
+    if request.param == "uvloop":
+        return "asyncio", {"loop_factory": uvloop.new_event_loop}
+    return "asyncio", {}
 
 
 @pytest.fixture
@@ -178,3 +189,28 @@ async def test_refused_is_a_connection_error() -> None:
 def test_pack_is_resp() -> None:
     assert pack(b"GET", b"k") == b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
     assert pack(b"SET", b"", b"a\r\nb") == b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n"
+
+
+async def test_a_connection_redis_refuses_and_closes_is_a_connection_error() -> None:
+    """Redis at ``maxclients`` answers a new connection with an error and closes it: every
+    command on it fails with a ConnectionError naming Redis's reason — never the event loop's
+    RuntimeError for a write to a closed transport."""
+    with RedisServer(args=["--maxclients", "1"]) as server:
+        blocker = redis.Redis(port=server.port)
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:  # (the start-up probe's connection may hold the slot for a moment)
+            try:
+                blocker.ping()
+                break
+            except redis.ConnectionError:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+        pipe = RedisPipe(port=server.port, timeout=2, connect_timeout=2)
+        try:
+            for _ in range(5):
+                with pytest.raises(RedisConnectionError):
+                    await pipe.execute(b"PING")
+                await asyncio.sleep(0.01)  # (the close reaches the transport meanwhile)
+        finally:
+            await pipe.aclose()
+            blocker.close()
