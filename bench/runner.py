@@ -24,7 +24,7 @@ from typing import TextIO
 
 import redis
 
-from bench import mirror, outage, propagation, scenarios, seed
+from bench import mirror, outage, propagation, scenarios, seed, topology
 from bench.context import PHASES, RESULTS_DIR, BenchConfig, Setup
 from bench.dataset import Published
 from bench.procs import Processes, cores, free_port, require_tool
@@ -132,6 +132,8 @@ def run(cfg: BenchConfig) -> Results:
             propagation.measure(s)
         if "mirror" in cfg.phases:  # stored /next-integrations/ files: edge vs nginx
             mirror.measure(s)
+        if "topology" in cfg.phases:  # primary, replicas, Sentinels, edges: bench/topology.py
+            topology.measure(s)
     finally:
         procs.stop_all()
         os.sched_setaffinity(0, affinity)
