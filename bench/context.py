@@ -15,7 +15,7 @@ from bench.procs import Proc, Processes
 from bench.report import Results
 
 RESULTS_DIR = Path(__file__).parent / "results"
-PHASES = ("http", "proxy", "cold", "outage", "memory", "api", "mirror")
+PHASES = ("http", "proxy", "cold", "outage", "memory", "api", "mirror", "topology")
 
 
 @dataclass(frozen=True)

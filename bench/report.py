@@ -273,6 +273,8 @@ def checks(results: Results) -> list[Check]:
     out.append(_at_most("outage bad answers seen-keys", x.get("outage_bad_seen"), 0, "0"))
     out.append(_at_most("API write → edge, instant p99", x.get("instant_p99_ms"), 50.0,
                         "≤ 50 ms", " ms"))
+    out.append(_at_most("topology write → every edge (2 replicas, 3 edges) p99",
+                        x.get("topology_p99_ms"), 100.0, "≤ 100 ms", " ms"))
     for rss_key, held_key, what in (("rss_bytes", "held_bytes", "gzip held"),
                                     ("rss_identity_bytes", "held_identity_bytes",
                                      "gzip + JSON held")):

@@ -24,7 +24,7 @@ from typing import TextIO
 
 import redis
 
-from bench import mirror, outage, propagation, scenarios, seed, webapp
+from bench import mirror, outage, propagation, scenarios, seed, topology, webapp
 from bench.context import PHASES, RESULTS_DIR, BenchConfig, Setup
 from bench.dataset import Published
 from bench.procs import Processes, cores, free_port, require_tool
@@ -133,6 +133,8 @@ def run(cfg: BenchConfig) -> Results:
             webapp.measure(s)  # the web app's render times (in-process, no load)
         if "mirror" in cfg.phases:  # stored /next-integrations/ files: edge vs nginx
             mirror.measure(s)
+        if "topology" in cfg.phases:  # primary, replicas, Sentinels, edges: bench/topology.py
+            topology.measure(s)
     finally:
         procs.stop_all()
         os.sched_setaffinity(0, affinity)

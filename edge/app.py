@@ -32,6 +32,7 @@ from edge.cache import BundleCache
 from edge.instant import Subscription
 from edge.metrics import CONTENT_TYPE, Gauges, Metrics, Report, WorkerFiles, exposition, scrape
 from edge.mirror import Mirror, Upstream
+from edge.replica_link import ReplicaLink
 from edge.settings import EdgeSettings
 from edge.store import Store, StoreUnavailable, make_client
 
@@ -137,6 +138,9 @@ async def readyz(request: Request) -> Response:
         "stale_bundles": sum(1 for e in entries if e.stale),
         "oldest_verified_seconds": max((e.age(now) for e in entries), default=0),
         "instant_subscribed": None if rt.subscription is None else rt.subscription.up,
+        # the link of the replica read to its primary; null for a primary (edge/replica_link.py)
+        "redis_replica_link": None if cache.replica_link is None
+        else "up" if cache.replica_link else "down",
     }
     return _json(body, 200 if ready else 503)
 
@@ -147,6 +151,7 @@ def _gauges(rt: Runtime) -> Gauges:
         negative_entries=rt.cache.negative_count(),
         redis_up=rt.cache.redis_up,
         subscribed=None if rt.subscription is None else rt.subscription.up,
+        replica_link=rt.cache.replica_link,
     )
 
 
@@ -262,6 +267,8 @@ def create_app(
         # collector's generations, so collections triggered by request garbage stay cheap.
         gc.freeze()
         mirror = make_mirror(settings, metrics)
+        link = asyncio.create_task(
+            ReplicaLink(store, cache, interval=settings.redis_retry_interval).run())
         task: asyncio.Task[None] | None = None
         if settings.instant:
             rt.subscription = Subscription(client, cache,
@@ -271,10 +278,11 @@ def create_app(
             yield {"edge": rt, "mirror": mirror}
         finally:
             await mirror.aclose()
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for running in (link, task):
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
             await store.aclose()
             if redis is None:
                 await client.aclose()

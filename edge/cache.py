@@ -17,6 +17,13 @@ background reads, never to a request for a held key. A Redis that holds no ``sc:
 (restarted empty, flushed, an empty replica promoted: edge/keyspace.py) counts as failing for a
 key it does not hold: its held copy is served stale, and a key never seen is 503, never 404.
 
+A replica cut off from its primary (``replica-serve-stale-data yes``, Redis's default, keeps
+answering what it last received; ``replica_link`` says so: edge/replica_link.py) is read as
+usual, but every answer is marked stale — held copies and keys read from it alike — and a
+source it holds no pointer for is not a deletion: it may have been created after the cut. Its
+held copy is served stale, or 503, never 404, and it is asked again after ``retry_interval``.
+When the link is back every held entry is re-checked (publishes made meanwhile were missed).
+
 A source whose data is malformed (``StoreCorrupt``) is treated the same way on its own: its
 held copy served stale, or 503, and Redis asked again after the interval — the other sources
 are read as usual. Unknown keys are remembered in a separate, bounded TTL cache: a flood of
@@ -59,6 +66,11 @@ class BundleSource(Protocol):
 
 class Unavailable(Exception):
     """A key the edge does not hold while Redis cannot be reached: answer 503."""
+
+
+class Unconfirmed(Exception):
+    """A replica cut off from its primary holds no pointer for a source: the source may
+    have been created after the cut, so the absence says nothing (503, never 404)."""
 
 
 class _Miss(enum.Enum):
@@ -111,6 +123,9 @@ class BundleCache:
         self._retry_at = -math.inf
         self.redis_ok_at: float | None = None  # clock time of the last successful read
         self.redis_up = False
+        # the link of the replica read to its primary: None for a primary (or not known yet)
+        self.replica_link: bool | None = None
+        self._cut_off = False  # replica_link is False: every answer stale-marked
 
     # -- the request path ----------------------------------------------------------------
 
@@ -140,6 +155,8 @@ class BundleCache:
                 return self._serve_stale(held)
             self.metrics.unavailable += 1
             raise Unavailable(write_key)
+        if result is not None and self._cut_off:
+            return self._serve_stale(result)
         return result
 
     def fresh(self, write_key: str) -> Entry | None:
@@ -151,8 +168,14 @@ class BundleCache:
             return None
         now = self.clock()
         if now < entry.fresh_until:
+            if self._cut_off:
+                return self._serve_stale(entry)
             self.metrics.cache_hits += 1
             return entry
+        if self._cut_off and self.redis_up and now >= self._retry_at:
+            if write_key not in self._corrupt:
+                self._recheck(write_key)
+            return self._serve_stale(entry)
         if not self.redis_up or now < self._retry_at or write_key in self._corrupt:
             # Redis failing (or this source's data): the held copy, stale, at once
             if now >= self._retry_at and write_key not in self._corrupt:
@@ -243,6 +266,9 @@ class BundleCache:
                     if found is not None and found[1] is not None:
                         return self._fill(write_key, found[1], now)
             for attempt in range(2):  # the version may be pruned between pointer and hash reads
+                if pointer is None and self._cut_off:
+                    raise Unconfirmed(f"no pointer for {write_key!r} on a replica cut off from "
+                                      "its primary")
                 if pointer is None:
                     self._entries.pop(write_key, None)
                     if self.negative_ttl > 0:
@@ -262,12 +288,13 @@ class BundleCache:
                 if attempt == 0:
                     pointer = await self.source.pointer(write_key)
             raise StoreCorrupt(f"pointer of {write_key!r} names a missing version")
-        except StoreCorrupt as exc:
+        except (StoreCorrupt, Unconfirmed) as exc:
             if write_key not in self._corrupt:  # logged once per retry interval
                 log.warning("%s; serving its held copy or 503 for %gs", exc,
                             self.retry_interval)
             self._corrupt[write_key] = now
-            self.metrics.redis_errors += 1
+            if isinstance(exc, StoreCorrupt):
+                self.metrics.redis_errors += 1
             return _Miss.UNAVAILABLE
         except StoreUnavailable as exc:
             self._redis_failed(exc)
@@ -322,6 +349,21 @@ class BundleCache:
             entry.fresh_until = min(entry.fresh_until, now)
         self._negative.clear()
         self._corrupt.clear()
+
+    def set_replica_link(self, up: bool | None) -> None:
+        """The link of the replica read to its primary: ``False`` cut off, ``True`` linked,
+        ``None`` the server is a primary (edge/replica_link.py)."""
+        was = self._cut_off
+        self.replica_link = up
+        self._cut_off = up is False
+        if self._cut_off and not was:
+            log.warning("the redis replica read lost its primary; serving what it holds as "
+                        "stale")
+        elif was and not self._cut_off:
+            log.warning("the redis replica read is %s; re-checking held bundles",
+                        "linked to its primary again" if up else "a primary now")
+            self._corrupt.clear()
+            self.expire_all()
 
     def mark_redis_ok(self) -> None:
         self._redis_ok(self.clock())

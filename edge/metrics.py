@@ -26,8 +26,8 @@ What a scrape covers:
     publish, at most ``PUBLISH_INTERVAL`` worth, are lost with it). Because the answering
     worker publishes what it reports before answering, a counter never decreases from one
     scrape to the next, whichever workers answer them.
-  - ``edge_redis_up`` and ``edge_instant_subscribed``: one sample per live worker, labelled
-    ``worker="<pid>"`` (a sum would mean nothing).
+  - ``edge_redis_up``, ``edge_instant_subscribed`` and ``edge_redis_replica_link_up``: one
+    sample per live worker, labelled ``worker="<pid>"`` (a sum would mean nothing).
   - ``edge_cache_entries``, ``edge_cache_stale_entries``, ``edge_negative_cache_entries``: the
     sum over live workers (each worker holds its own cache).
   - ``edge_bundle_version{write_key}``: the highest version any live worker holds.
@@ -125,6 +125,7 @@ class Gauges:
     negative_entries: int
     redis_up: bool
     subscribed: bool | None  # None: not in instant mode
+    replica_link: bool | None = None  # None: the server read is a primary (or not known yet)
 
 
 @dataclass(slots=True)
@@ -179,6 +180,11 @@ class EdgeCollector(Collector):
         if subscribed:
             yield self._flag("edge_instant_subscribed",
                              "1 while the publish channel subscription is live.", subscribed)
+        linked = [(w, g.replica_link) for w, g in live if g.replica_link is not None]
+        if linked:
+            yield self._flag("edge_redis_replica_link_up",
+                             "1 while the Redis replica read is linked to its primary; 0 while "
+                             "it is cut off (answers stale-marked).", linked)
         versions: dict[str, int] = {}
         for _, gauges in live:
             for write_key, version, _ in gauges.cached:
@@ -298,7 +304,7 @@ class WorkerFiles:
                 _write(self.stem + STATE, {
                     "pid": self.pid, "at": time.time(), "cached": g.cached,
                     "negative_entries": g.negative_entries, "redis_up": g.redis_up,
-                    "subscribed": g.subscribed,
+                    "subscribed": g.subscribed, "replica_link": g.replica_link,
                 })
         except OSError as exc:
             if not self.failing:
@@ -360,6 +366,8 @@ class WorkerFiles:
             negative_entries=int(state["negative_entries"]),
             redis_up=bool(state["redis_up"]),
             subscribed=None if state["subscribed"] is None else bool(state["subscribed"]),
+            replica_link=None if state.get("replica_link") is None
+            else bool(state["replica_link"]),
         )
 
     async def run(self, take: Callable[[], Report], interval: float = PUBLISH_INTERVAL) -> None:

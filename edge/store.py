@@ -274,6 +274,33 @@ class Store:
         except (ValueError, UnicodeDecodeError) as exc:
             raise StoreCorrupt(f"malformed version {version} of {write_key!r}: {exc}") from exc
 
+    async def replication(self) -> dict[str, str]:
+        """``INFO replication`` of the server read, as text fields (``role``,
+        ``master_link_status``, ``master_last_io_seconds_ago``, ...): edge/replica_link.py."""
+        try:
+            if self.pipe is not None:
+                raw = await self.pipe.execute(b"INFO", b"replication")
+                return parse_info(raw.decode() if isinstance(raw, bytes) else str(raw))
+            info = await self.client.info("replication")
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis INFO failed: {_describe(exc)}") from exc
+        return {str(k): str(v) for k, v in info.items()}
+
+    async def config(self, name: str) -> str | None:
+        """One ``CONFIG GET`` value of the server read; ``None`` when it has no such
+        parameter. Raises ``StoreUnavailable`` (also where ``CONFIG`` is not allowed)."""
+        try:
+            if self.pipe is not None:
+                raw = await self.pipe.execute(b"CONFIG", b"GET", name.encode())
+            else:
+                raw = await self.client.config_get(name)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis CONFIG GET failed: {_describe(exc)}") from exc
+        if isinstance(raw, dict):  # (RESP3, or redis-py's reply callback)
+            raw = [item for pair in raw.items() for item in pair]
+        values = [v.decode() if isinstance(v, bytes) else str(v) for v in raw or []]
+        return dict(zip(values[::2], values[1::2], strict=False)).get(name)
+
     async def ping(self) -> None:
         try:
             if self.pipe is not None:
@@ -282,6 +309,16 @@ class Store:
                 await self.client.ping()
         except (RedisError, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis PING failed: {_describe(exc)}") from exc
+
+
+def parse_info(text: str) -> dict[str, str]:
+    """The ``field:value`` lines of an ``INFO`` reply (section headers and blanks skipped)."""
+    fields = {}
+    for line in text.splitlines():
+        name, colon, value = line.partition(":")
+        if colon and not name.startswith("#"):
+            fields[name] = value.strip()
+    return fields
 
 
 def _describe(exc: BaseException) -> str:
