@@ -159,7 +159,7 @@ async def metrics_endpoint(request: Request) -> Response:
     """This process's counters, or every worker's under settings-cdn-edge (edge/metrics.py)."""
     rt: Runtime = request.state.edge
     collector = scrape(rt.metrics, _gauges(rt), request.state.metrics_files)
-    # Formatting takes ~3 µs a sample (edge_bundle_version has one per held bundle): off the
+    # Formatting costs per sample, and edge_bundle_version has one per held bundle: off the
     # event loop, so requests keep being answered meanwhile.
     text = await asyncio.to_thread(exposition, collector)
     return PlainTextResponse(text, media_type=CONTENT_TYPE)

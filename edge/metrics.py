@@ -6,7 +6,8 @@ loop per worker process).
 
 Exposition: at scrape time ``scrape`` copies those integers on the event loop into an
 ``EdgeCollector`` (a ``prometheus_client`` custom collector), and ``exposition`` formats it with
-``prometheus_client.generate_latest`` (the app does that in a thread: ~3 µs a sample). Every
+``prometheus_client.generate_latest`` (the app does that in a thread: one sample per held
+bundle adds up). Every
 value is an integer and is printed as one (``1234567``, never ``1.234567e+06`` or ``2.0``).
 
 What a scrape covers:

@@ -6,10 +6,12 @@ writes. ``EdgeHttpProtocol`` answers a ``GET``/``HEAD`` of ``/v1/projects/{write
 itself, with the same code as the ASGI path (``edge.answer.choose`` / ``settings_answer``) and
 header lines serialized once per bundle, in one ``transport.write``:
 
-* a bundle the edge holds and need not re-check (``BundleCache.fresh``) is answered before
-  the parser callback returns: no task, no coroutine;
-* anything else (a miss, a re-check due, an unknown key) awaits Redis in one task, behind a
-  stand-in cycle (``_Pending``) so that uvicorn queues requests pipelined behind it.
+* a bundle the edge holds (``BundleCache.fresh``: fresh, due for a re-check that then runs in
+  the background, or stale while Redis fails) is answered before the parser callback
+  returns: no task, no coroutine;
+* anything else (a miss, a copy past its re-check grace, an unknown key) awaits Redis in one
+  task, behind a stand-in cycle (``_Pending``) so that uvicorn queues requests pipelined
+  behind it.
 
 Everything else goes to the ASGI app exactly as uvicorn would send it: other routes and
 methods, query strings and %-escapes, requests with a body, ``Expect`` or ``Upgrade``, a
@@ -38,7 +40,7 @@ What a connection may cost is bounded for every request, inline or ASGI (edge/se
 Two more of uvicorn's per-request costs are taken off every request, the app's included: the
 ASGI scope is built only for requests that go to the app, and the keep-alive and header
 timers are armed once per idle spell or per slow head, never per request (a timer handle per
-request is about a tenth of a held bundle's ≈ 10 µs; tests/edge/test_keep_alive.py).
+request would be a sizeable share of a held bundle's cost; tests/edge/test_keep_alive.py).
 
 The protocol reads the edge's ``Runtime`` from the lifespan state, so under any other app
 (the bench's ASGI limit) it answers nothing itself and applies the default limits. Every
