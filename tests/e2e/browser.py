@@ -31,6 +31,25 @@ def require_browser_side() -> str:
     return node
 
 
+
+def close_driver(proc: subprocess.Popen[str], pumps: list[threading.Thread]) -> None:
+    """Ask a node driver to close its browser, then stop it (by PID) if it does not exit;
+    wait for the threads reading its output and close its pipes."""
+    if proc.poll() is None:
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write('{"cmd": "close"}\n')
+            proc.stdin.flush()
+            proc.wait(timeout=15)
+        except (OSError, subprocess.TimeoutExpired):
+            # SIGTERM: playwright closes the browser it launched, then node exits.
+            stop_process(proc)
+    for pump in pumps:
+        pump.join(timeout=5)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
 class Browser:
     """A running ``driver.mjs``; every answer is awaited with a bound."""
 
@@ -91,20 +110,7 @@ class Browser:
         return answer
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write('{"cmd": "close"}\n')
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=15)
-            except (OSError, subprocess.TimeoutExpired):
-                # SIGTERM: playwright closes the browser it launched, then node exits.
-                stop_process(self.proc)
-        for pump in self.pumps:
-            pump.join(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        close_driver(self.proc, self.pumps)
 
     def __enter__(self) -> Browser:
         return self

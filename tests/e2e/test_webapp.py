@@ -28,10 +28,10 @@ from publisher.core.catalog import default_catalog
 from publisher.publish import RedisPublisher
 from publisher.service import Service
 from publisher.store import Store
-from tests.e2e.browser import require_browser_side
+from tests.e2e.browser import close_driver, require_browser_side
 from tests.e2e.conftest import StartEdge
 from tests.e2e.servers import E2E_DIR, ROOT, Process, fetch
-from tests.services import free_port, stop_process
+from tests.services import free_port
 
 pytestmark = pytest.mark.slow
 DRIVER = E2E_DIR / "webapp_driver.mjs"
@@ -89,18 +89,7 @@ class Chromium:
         return str(self.do("text", sel=sel))
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write('{"cmd": "close"}\n')
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=15)
-            except (OSError, subprocess.TimeoutExpired):
-                stop_process(self.proc)
-        self.pump.join(timeout=5)
-        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        close_driver(self.proc, [self.pump])
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ from publisher.api.app import create_app
 from publisher.api.auth import create_token
 from publisher.service import Service
 from publisher.settings import PublisherSettings
-from tests.publisher.api.conftest import SRC, WS, Api, Clock
+from tests.publisher.api.conftest import SRC, WS, Api
+from tests.publisher.workspaces import NOW, Clock
 
 DEST = SRC + "/destinations/amplitude"
 FILTERS = DEST + "/filters"
@@ -490,7 +491,7 @@ def test_hostile_bodies_are_4xx(writer: Api, client: TestClient, fid: str, metho
 def test_rate_limit_per_token(settings: PublisherSettings, service: Service) -> None:
     """A token over PUBLISHER_RATE_LIMIT requests per minute gets 429/8 with Retry-After;
     other tokens are unaffected, and the allowance comes back as time passes."""
-    clock = Clock()
+    clock = Clock(NOW)
     app = create_app(PublisherSettings(**{**_fields(settings), "rate_limit": 3}),
                      service=service, clock=clock)
     busy, calm = (create_token(service, "acme", "read", n) for n in ("busy", "calm"))

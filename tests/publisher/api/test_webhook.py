@@ -17,8 +17,9 @@ from publisher.errors import Unauthenticated
 from publisher.publish import RedisPublisher
 from publisher.service import Service
 from publisher.settings import PublisherSettings
-from tests.publisher.api.conftest import NOW, SECRET, Api
+from tests.publisher.api.conftest import SECRET, Api
 from tests.publisher.api.test_resources import served
+from tests.publisher.workspaces import NOW
 
 HOOK = "/hooks/config-changed"
 AMPLITUDE = {"slug": "amplitude", "connection_mode": "DEVICE", "enabled": True,

@@ -9,48 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from starlette.testclient import TestClient
 
 from publisher.api.app import create_app
 from publisher.api.auth import create_token
-from publisher.core.catalog import default_catalog
-from publisher.core.rules import RuleLimits
-from publisher.publish import RedisPublisher
 from publisher.service import Service
 from publisher.settings import PublisherSettings
-from publisher.store import Store
+from tests.publisher.workspaces import Clock
 
-NOW = 1_800_000_000.0
 CSRF_RE = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def service(tmp_path: Path, redis_client: redis.Redis) -> Iterator[Service]:
-    store = Store.open(str(tmp_path / "publisher.db"))
-    svc = Service(store, default_catalog(), RedisPublisher(redis_client),
-                  limits=RuleLimits(max_cloud_instances=3), propagation_seconds=1800)
-    svc.create_workspace("acme", "Acme Inc")
-    svc.create_workspace("other", "Other Co")
-    svc.create_source("acme", "site", "web", "Acme site")
-    svc.create_source("acme", "app", "ios", "Acme iOS")
-    svc.create_source("acme", "backend", "server", "Acme backend")
-    svc.create_source("other", "theirs", "web", "Their site")
-    yield svc
-    store.close()
+def service(acme: Service) -> Service:
+    acme.create_source("acme", "site", "web", "Acme site")
+    acme.create_source("acme", "app", "ios", "Acme iOS")
+    acme.create_source("acme", "backend", "server", "Acme backend")
+    acme.create_source("other", "theirs", "web", "Their site")
+    return acme
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ from publisher.core.specs import InstanceSpec
 from publisher.service import Service
 from publisher.settings import PublisherSettings
 from publisher.web.session import COOKIE, SESSION_SECONDS
-from tests.publisher.web.conftest import Clock, csrf_of, sign_in
+from tests.publisher.web.conftest import csrf_of, sign_in
+from tests.publisher.workspaces import Clock
 
 Snapshot = Callable[[], tuple[list[str], dict[bytes, bytes]]]
 
