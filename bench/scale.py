@@ -78,12 +78,19 @@ def used_memory(client: redis.Redis) -> dict[str, int]:
 
 def _republish(cfg: ScaleConfig, db: Path, redis_url: str, log: Path, core: int | None,
                what: str, out: dict[str, Any]) -> None:
+    load = loadavg()
     seconds, done = seed.republish_all(db, redis_url, log, core=core,
                                        timeout=cfg.republish_timeout)
     out.update({f"{what}_seconds": seconds, f"{what}_sources": done,
-                f"{what}_rate": done / seconds})
+                f"{what}_rate": done / seconds, f"{what}_loadavg": f"{load} -> {loadavg()}"})
     cfg.log(f"{what}: republish --all: {done:,} of {cfg.sources:,} sources in {seconds:.1f} s "
             f"({done / seconds:,.0f} sources/s)")
+
+
+def loadavg() -> str:
+    """The 1-minute load average: on a 2-core machine, above 2 means someone else's work
+    shared the cores with the measurement."""
+    return Path("/proc/loadavg").read_text().split()[0]
 
 
 def _redis_count(client: redis.Redis) -> int:
@@ -196,7 +203,7 @@ def run(cfg: ScaleConfig) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="sc-scale-"))
     procs = Processes(work)
     x: dict[str, Any] = {"sources": cfg.sources, "server_core": server_core,
-                         "load_core": load_core}
+                         "load_core": load_core, "loadavg_start": loadavg()}
     started = time.monotonic()
     try:
         port = free_port()
@@ -253,6 +260,7 @@ def run(cfg: ScaleConfig) -> dict[str, Any]:
         procs.stop_all()
         os.sched_setaffinity(0, affinity)
         x["seconds_total"] = time.monotonic() - started
+        x["loadavg_end"] = loadavg()
         if not os.environ.get("BENCH_KEEP_WORKDIR"):
             shutil.rmtree(work, ignore_errors=True)
     return x
