@@ -195,15 +195,17 @@ def db_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
 
 
-def run(cfg: ScaleConfig) -> dict[str, Any]:
+def run(cfg: ScaleConfig, x: dict[str, Any]) -> None:
+    """The steps of the module docstring; ``x`` gets each result as it is measured (what a
+    failed run measured is kept)."""
     server_core, load_core = cores()
     affinity = os.sched_getaffinity(0)
     if load_core is not None:
         os.sched_setaffinity(0, {load_core})
     work = Path(tempfile.mkdtemp(prefix="sc-scale-"))
     procs = Processes(work)
-    x: dict[str, Any] = {"sources": cfg.sources, "server_core": server_core,
-                         "load_core": load_core, "loadavg_start": loadavg()}
+    x.update(sources=cfg.sources, server_core=server_core, load_core=load_core,
+             loadavg_start=loadavg())
     started = time.monotonic()
     try:
         port = free_port()
@@ -214,7 +216,8 @@ def run(cfg: ScaleConfig) -> dict[str, Any]:
         procs.start("redis", [redis_bin, "--port", str(port), "--bind", "127.0.0.1",
                                       "--save", "", "--appendonly", "no", "--dir", str(work)],
                             port=port, core=load_core)
-        client = redis.Redis.from_url(redis_url)
+        # FLUSHALL of gigabytes and the big pipelines take seconds: no short socket timeout
+        client = redis.Redis.from_url(redis_url, socket_timeout=600)
         db = work / "publisher.db"
         t0 = time.perf_counter()
         seed.populate_store(db, cfg.sources, workers=cfg.fill_workers)
@@ -240,8 +243,10 @@ def run(cfg: ScaleConfig) -> dict[str, Any]:
         x.update(memory_usage(client, sample))
         x["bundle_json_mean"], x["bundle_gzip_mean"] = _bundle_means(client, sample)
 
-        client.flushall()
-        time.sleep(1)
+        t0 = time.perf_counter()
+        client.flushall()  # synchronous: Redis answers nothing else meanwhile
+        x["flushall_seconds"] = time.perf_counter() - t0
+        cfg.log(f"redis: FLUSHALL of {served:,} sources took {x['flushall_seconds']:.1f} s")
         x["redis_after_flush"] = used_memory(client)
         _republish(cfg, db, redis_url, work / "republish-rebuild.log", server_core, "rebuild",
                    x)
@@ -263,7 +268,6 @@ def run(cfg: ScaleConfig) -> dict[str, Any]:
         x["loadavg_end"] = loadavg()
         if not os.environ.get("BENCH_KEEP_WORKDIR"):
             shutil.rmtree(work, ignore_errors=True)
-    return x
 
 
 def _bundle_means(client: redis.Redis, keys: list[str]) -> tuple[float, float]:
@@ -326,16 +330,19 @@ def main(argv: list[str] | None = None) -> int:
                                                            else sys.argv[1:])]),
                       log=main_log())
     info = machine()
-    x = run(cfg)
-    text = render(cfg, x, info)
-    print()
-    print(text)
-    cfg.results_dir.mkdir(parents=True, exist_ok=True)
-    out = cfg.results_dir / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.md"
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"machine": info, "results": x}, indent=1,
-                                                   default=str))
-    print(f"results written to {out} (and {out.with_suffix('.json').name})")
+    x: dict[str, Any] = {}
+    try:
+        run(cfg, x)
+    finally:  # a failed run still leaves what it measured
+        text = render(cfg, x, info)
+        print()
+        print(text)
+        cfg.results_dir.mkdir(parents=True, exist_ok=True)
+        out = cfg.results_dir / f"scale-{time.strftime('%Y%m%d-%H%M%S')}.md"
+        out.write_text(text)
+        out.with_suffix(".json").write_text(json.dumps({"machine": info, "results": x},
+                                                       indent=1, default=str))
+        print(f"results written to {out} (and {out.with_suffix('.json').name})")
     return 0
 
 
