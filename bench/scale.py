@@ -15,7 +15,11 @@ One run, on processes it starts and stops by PID (its own ``redis-server``, the 
 4. **Kept versions.** ``--version-sample`` sources get versions 2 .. ``--keep-versions`` + 1
    through the publisher's own ``write_many`` (same script, same pruning): ``used_memory`` per
    added version, and proof that the history stops growing at ``PUBLISHER_KEEP_VERSIONS``.
-5. **Reads per Redis node.** ``redis-benchmark`` sends the edge's own calls — the batched
+5. **``serve``'s own recovery.** ``FLUSHALL`` again, then ``settings-cdn-publisher serve``
+   alone brings Redis back (its comparison at start, the outbox, then ``sc:loaded``): the time
+   from its start until ``sc:loaded`` is set, what a Redis restarted empty costs when no
+   operator runs ``republish --all`` (``--serve-timeout`` bounds it).
+6. **Reads per Redis node.** ``redis-benchmark`` sends the edge's own calls — the batched
    cold-miss script (``EVALSHA``, 16 sources), the batched pointer re-check (``MGET`` of 16
    pointers and ``sc:loaded``) and a single ``GET`` — with Redis on one core and the
    benchmark on the other, and Redis's own CPU is read beside each rate: one benchmark
@@ -62,6 +66,7 @@ class ScaleConfig:
     version_sample: int = 20_000  # sources given keep_versions + 1 versions
     memory_sample: int = 2_000  # sources whose keys MEMORY USAGE reads
     republish_timeout: float = 900.0  # each republish --all is stopped here
+    serve_timeout: float = 900.0  # serve's recovery is stopped here (0: not measured)
     benchmark_requests: int = 200_000  # per redis-benchmark command
     benchmark_clients: int = 8
     benchmark_pipeline: int = 16  # calls in flight per connection, as the edge pipelines them
@@ -191,6 +196,36 @@ def read_capacity(cfg: ScaleConfig, port: int, core: int | None, client: redis.R
     return out
 
 
+def serve_recovery(cfg: ScaleConfig, procs: Processes, db: Path, redis_url: str,
+                   client: redis.Redis, core: int | None, x: dict[str, Any]) -> None:
+    """FLUSHALL, then ``serve`` alone until it sets ``sc:loaded`` (or ``serve_timeout``)."""
+    client.flushall()
+    port = free_port()
+    load = loadavg()
+    t0 = time.perf_counter()
+    serve = procs.start("publisher-serve", [sys.executable, "-c",
+                                            "import sys; from publisher.cli import main; "
+                                            "sys.exit(main())", "serve"],
+                        port=port, core=core, timeout=120, env={
+                            "PUBLISHER_DB": str(db), "REDIS_URL": redis_url,
+                            "PUBLISHER_HOST": "127.0.0.1", "PUBLISHER_PORT": str(port),
+                            "PUBLISHER_RETRY_INTERVAL": "1"})
+    deadline = t0 + cfg.serve_timeout
+    while not client.exists(keyspace.LOADED_KEY) and time.perf_counter() < deadline:
+        time.sleep(0.5)
+    seconds = time.perf_counter() - t0
+    loaded = bool(client.exists(keyspace.LOADED_KEY))
+    served = _redis_count(client)
+    procs.stop(serve)
+    x.update(serve_recovery_seconds=seconds, serve_recovery_loaded=loaded,
+             serve_recovery_sources=served, serve_recovery_loadavg=f"{load} -> {loadavg()}")
+    cfg.log(f"serve: {'set' if loaded else 'did NOT set'} {keyspace.LOADED_KEY} after "
+            f"{seconds:.1f} s; Redis serves {served:,} of {cfg.sources:,} sources")
+    if not loaded:  # the steps after this one want every source in Redis
+        _republish(cfg, db, redis_url, db.with_name("republish-after-serve.log"), core,
+                   "after_serve", x)
+
+
 def db_bytes(db: Path) -> int:
     return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
 
@@ -252,6 +287,8 @@ def run(cfg: ScaleConfig, x: dict[str, Any]) -> None:
                    x)
         x["rebuild_redis_sources"] = _redis_count(client)
 
+        if cfg.serve_timeout > 0:
+            serve_recovery(cfg, procs, db, redis_url, client, load_core, x)
         x.update(read_capacity(cfg, port, server_core, client, sample))
         x.update(kept_versions(cfg, client, keys[:min(cfg.version_sample, served)]))
         per_version = x["versions_bytes_per_added_version"]
@@ -305,6 +342,8 @@ def parser() -> argparse.ArgumentParser:
                    help="sources given more versions (%(default)s)")
     p.add_argument("--republish-timeout", type=float, default=d.republish_timeout,
                    help="seconds each republish --all may take (%(default)s)")
+    p.add_argument("--serve-timeout", type=float, default=d.serve_timeout,
+                   help="seconds serve's recovery may take; 0: not measured (%(default)s)")
     p.add_argument("--benchmark-requests", type=int, default=d.benchmark_requests,
                    help="calls per redis-benchmark command (%(default)s)")
     p.add_argument("--results-dir", type=Path, default=d.results_dir)
@@ -316,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("sources", "keep_versions", "version_sample", "benchmark_requests"):
         if getattr(args, name) < (2 if name == "keep_versions" else 1):
             parser().error(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
+    if args.serve_timeout < 0:
+        parser().error(f"--serve-timeout must be >= 0, got {args.serve_timeout}")
     if args.republish_timeout <= 0:
         parser().error(f"--republish-timeout must be > 0, got {args.republish_timeout}")
     from bench.__main__ import machine
@@ -325,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                       version_sample=min(args.version_sample, args.sources),
                       memory_sample=min(ScaleConfig.memory_sample, args.sources),
                       republish_timeout=args.republish_timeout,
+                      serve_timeout=args.serve_timeout,
                       benchmark_requests=args.benchmark_requests, results_dir=args.results_dir,
                       command=shlex.join(["bench/scale", *(argv if argv is not None
                                                            else sys.argv[1:])]),

@@ -30,6 +30,7 @@ def test_scale_run_measures_every_step_on_a_tiny_data_set(
     x = json.loads(written[0].read_text())["results"]
     assert x["first_sources"] == x["rebuild_sources"] == x["redis_sources"] == 60
     assert x["rebuild_redis_sources"] == 60
+    assert x["serve_recovery_loaded"] is True and x["serve_recovery_sources"] == 60
     # a version costs Redis at least its bytes, and the history stops at the kept count
     assert x["versions_bytes_per_added_version"] > x["bundle_json_mean"] + x["bundle_gzip_mean"]
     assert x["redis_bytes_per_source_one_version"] > x["memory_usage_version_hash_mean"]
