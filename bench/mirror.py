@@ -197,7 +197,7 @@ def measure(s: Setup, files: dict[str, bytes] | None = None) -> float:
     procs.stop(edge)
     ratio = statistics.median(rates["edge"]) / statistics.median(rates["nginx"])
     s.results.extra["mirror_hit_ratio"] = ratio
-    cfg.log(f"ratio mirror-hit edge/nginx = {ratio:.3f}")
+    cfg.log(f"ratio mirror-hit edge/nginx = {ratio:.2f}")
     return ratio
 
 

@@ -146,9 +146,11 @@ def run(cfg: BenchConfig) -> Results:
     return s.results
 
 
-def main_log(stream: TextIO = sys.stdout) -> Callable[[str], None]:
+def main_log(stream: TextIO | None = None) -> Callable[[str], None]:
+    """A progress log to ``stream``, or to whatever ``sys.stdout`` is when a line is logged."""
     def log(line: str) -> None:
-        stream.write(line + "\n")
-        stream.flush()
+        out = stream if stream is not None else sys.stdout
+        out.write(line + "\n")
+        out.flush()
 
     return log

@@ -22,49 +22,76 @@ from bench.dataset import MAX_JSON, MIN_JSON, Published, SourceFactory, compiled
 from edge import keyspace
 
 
-def populate_store(db_path: Path, n: int, factory: SourceFactory | None = None) -> None:
+def _rows(args: tuple[int, int, int, str]
+          ) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The ``sources`` and ``destinations`` rows of sources ``start..stop-1``."""
+    import random
+
+    import orjson
+
+    start, stop, workspace_id, now = args
+    factory = _factory()
+    sources: list[tuple[object, ...]] = []
+    instances: list[tuple[object, ...]] = []
+    for i in range(start, stop):
+        spec = factory.build(i, random.Random(-1 - i).randint(MIN_JSON, MAX_JSON))
+        src = spec.source
+        sources.append((i + 1, workspace_id, src.slug, src.name, "web", src.write_key, now, now))
+        instances.extend(
+            (i + 1, inst.id, inst.catalog_slug, inst.display_name,
+             inst.display_name.casefold(), inst.connection_mode, int(inst.enabled),
+             orjson.dumps(inst.settings).decode(), now, now)
+            for inst in spec.instances)
+    return sources, instances
+
+
+_FACTORY: list[SourceFactory] = []
+
+
+def _factory() -> SourceFactory:
+    """One ``SourceFactory`` per process (it reads the catalog once)."""
+    if not _FACTORY:
+        _FACTORY.append(SourceFactory())
+    return _FACTORY[0]
+
+
+def populate_store(db_path: Path, n: int, *, workers: int = 1, chunk: int = 10_000) -> None:
     """Create workspace ``bench`` with sources ``0..n-1`` and their instances (no publish).
 
     The schema comes from ``Store.open`` and the workspace from the Store API; the rows are
     bulk-inserted with ``executemany`` in one transaction, because the Store API's checks per
-    row (~1 ms a source) would cost minutes at 100,000 sources. The smoke test reads the
-    sources back through the Store API, so a schema change breaks it loudly.
+    row (~1 ms a source) would cost minutes at 100,000 sources. Rows are built ``chunk``
+    sources at a time (by ``workers`` processes when more than one), so a million sources
+    never sit in memory at once. The smoke test reads the sources back through the Store
+    API, so a schema change breaks it loudly.
     """
-    import random
+    import multiprocessing
     import sqlite3
-
-    import orjson
 
     from publisher.store import Store
     from publisher.store.schema import now_rfc3339
 
-    factory = factory or SourceFactory()
     with Store.open(str(db_path)) as store:
         ws = store.create_workspace("bench", "Bench")
     now = now_rfc3339()
+    jobs = [(start, min(n, start + chunk), ws.id, now) for start in range(0, n, chunk)]
     conn = sqlite3.connect(str(db_path), isolation_level=None)
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
         conn.execute("BEGIN IMMEDIATE")
-        sources: list[tuple[object, ...]] = []
-        instances: list[tuple[object, ...]] = []
-        for i in range(n):
-            spec = factory.build(i, random.Random(-1 - i).randint(MIN_JSON, MAX_JSON))
-            src = spec.source
-            sources.append((i + 1, ws.id, src.slug, src.name, "web", src.write_key, now, now))
-            instances.extend(
-                (i + 1, inst.id, inst.catalog_slug, inst.display_name,
-                 inst.display_name.casefold(), inst.connection_mode, int(inst.enabled),
-                 orjson.dumps(inst.settings).decode(), now, now)
-                for inst in spec.instances)
-        conn.executemany(
-            "INSERT INTO sources (id, workspace_id, slug, name, type, write_key, revision,"
-            " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)", sources)
-        conn.executemany(
-            "INSERT INTO destinations (source_id, id, catalog_slug, display_name, display_key,"
-            " connection_mode, enabled, settings, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", instances)
+        for sources, instances in (pool.imap(_rows, jobs) if pool else map(_rows, jobs)):
+            conn.executemany(
+                "INSERT INTO sources (id, workspace_id, slug, name, type, write_key, revision,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)", sources)
+            conn.executemany(
+                "INSERT INTO destinations (source_id, id, catalog_slug, display_name,"
+                " display_key, connection_mode, enabled, settings, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", instances)
         conn.execute("COMMIT")
     finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
         conn.close()
 
 

@@ -17,6 +17,7 @@ import orjson
 import redis
 
 from publisher.errors import PublisherError
+from publisher.progress import Progress, count_sources
 from publisher.publish import PublishResult
 from publisher.redis_client import describe
 from publisher.service import Service, build_service
@@ -60,33 +61,39 @@ def cmd_apply(svc: Service, args: argparse.Namespace, settings: PublisherSetting
     return status
 
 
-def cmd_publish(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+def cmd_publish(svc: Service, args: argparse.Namespace, settings: PublisherSettings) -> int:
     if args.source:
         source = svc.resolve_source(args.source)
         return _report(source.slug, svc.publish(source))
     count = new = failed = 0
+    progress = Progress("publish --all", count_sources(settings.db_path))
     for source, result, why in svc.publish_all():
         count += 1
+        progress.step()
         if why:  # left as it is: rolled back (a result), or not compiled (none)
             failed += result is None
-            print(f"{source.write_key} ({source.slug}): {why}", file=sys.stderr)
+            progress.note(f"{source.write_key} ({source.slug}): {why}")
         elif result is not None and result.changed:
             new += 1
             if result.pending:
                 failed += 1
-                print(f"{source.write_key}: NOT PUBLISHED YET: {result.error}", file=sys.stderr)
+                progress.note(f"{source.write_key}: NOT PUBLISHED YET: {result.error}")
+    progress.finish()
     print(f"compiled {count} sources: {new} new versions ({failed} not published yet or not "
           "compiled)")
     return 1 if failed else 0
 
 
-def cmd_republish(svc: Service, args: argparse.Namespace, _: PublisherSettings) -> int:
+def cmd_republish(svc: Service, args: argparse.Namespace, settings: PublisherSettings) -> int:
     count = failed = 0
+    progress = Progress("republish --all", count_sources(settings.db_path))
     for result in svc.republish_all():
         count += 1
+        progress.step()
         if result.pending:
             failed += 1
-            print(f"{result.write_key}: NOT PUBLISHED: {result.error}", file=sys.stderr)
+            progress.note(f"{result.write_key}: NOT PUBLISHED: {result.error}")
+    progress.finish()
     print(f"republished {count - failed} of {count} sources")
     return 1 if failed else 0
 
