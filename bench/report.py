@@ -1,4 +1,4 @@
-"""Medians, ratios, the noise check, pass/fail against the issue's targets, and the table.
+"""Medians, ratios, the noise check, pass/fail against the targets, and the table.
 
 A ratio is the median over rounds of the per-round ratio: rounds are interleaved (edge,
 nginx, limit, edge, ...), so each round's pair ran seconds apart and slow drift on a shared
@@ -169,15 +169,16 @@ def noise_notes(results: Results, *, throughput_scenarios: Sequence[str]) -> lis
     return notes
 
 
-# Issue 6's baseline machine: one nginx worker serving a 5 KB static file to 64 connections at
-# about 88,000 requests/s. The absolute targets (p99 at 8 connections, republish time, API
-# write to the edge) were set there; the ratios compare servers on whatever machine runs them.
+# The baseline machine the targets were set on: one nginx worker serving a 5 KB static file to
+# 64 connections at about 88,000 requests/s. The absolute targets (p99 at 8 connections,
+# republish time, API write to the edge) were set there; the ratios compare servers on whatever
+# machine runs them.
 BASELINE_NGINX_RPS = 88_000
 SLOW_MACHINE = 0.7
 
 
 def machine_speed(results: Results) -> float | None:
-    """nginx static's hot-200 rate over the issue's baseline: the machine's speed for this job
+    """nginx static's hot-200 rate over the baseline machine's: the machine's speed for this job
     (the fourth session's two runs: 1.00 and 1.07; the fifth's: 0.45 and 0.48)."""
     rps = results.median_rps("hot-200", "nginx")
     return None if rps is None else rps / BASELINE_NGINX_RPS
@@ -188,7 +189,7 @@ def speed_line(results: Results) -> str:
     if rps is None:
         return "machine speed: not measured (no hot-200 nginx rounds)"
     return (f"machine speed: nginx static served {rps:,.0f} hot 200s/s, "
-            f"{rps / BASELINE_NGINX_RPS:.2f} × issue 6's baseline of ~{BASELINE_NGINX_RPS:,}")
+            f"{rps / BASELINE_NGINX_RPS:.2f} × the baseline machine's ~{BASELINE_NGINX_RPS:,}")
 
 
 def speed_notes(results: Results) -> list[str]:
@@ -196,7 +197,7 @@ def speed_notes(results: Results) -> list[str]:
     speed = machine_speed(results)
     if speed is None or speed >= SLOW_MACHINE:
         return []
-    return [f"a slow machine: nginx static ran at {speed:.2f} × the issue's baseline, so the "
+    return [f"a slow machine: nginx static ran at {speed:.2f} × the baseline machine's, so the "
             "absolute targets (p99 at 8 connections, republish seconds, API write → edge) "
             "ask more of it than of the machine they were set on; ratios compare servers on "
             "this one"]
@@ -240,7 +241,7 @@ def _at_most(name: str, value: float | None, threshold: float, text: str,
 
 
 def checks(results: Results) -> list[Check]:
-    """The targets of issue 6, each PASS / FAIL / n/a (not measured in this run)."""
+    """The targets (bench/README.md), each PASS / FAIL / n/a (not measured in this run)."""
     r, x = results, results.extra
     out = [
         _at_least("hot-200 edge/asgi-limit", r.ratio("hot-200", "edge", "asgi-limit"), 0.85,

@@ -1,10 +1,11 @@
 """The destination rules: which instances one source may connect, checked in one place.
 
-Every write path (Config API, webhook, declarative workspace file) hands the *whole desired
-set* of a source's instances to ``check_source`` before anything is stored, so a refusal
-changes nothing. The rules come from the product documentation (issue 2 §3); each refusal is a
-``RuleViolation`` with a stable ``code`` from ``RULES`` and a message naming the source, the
-destination and the rule. Settings are not checked here (``setting_values.validate_settings``).
+Every write path (Config API, webhook, declarative workspace file) hands the *whole desired set*
+of a source's instances to ``check_source`` before anything is stored, so a refusal changes
+nothing. The rules (docs/CONFIG-API.md, "Destination rules") follow the product documentation of
+the control plane this replaces; each refusal is a ``RuleViolation`` with a stable ``code`` from
+``RULES`` and a message naming the source, the destination and the rule. Settings are not
+checked here (``setting_values.validate_settings``).
 
 Order of checks, so that the most specific message wins:
 

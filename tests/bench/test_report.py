@@ -25,8 +25,8 @@ def test_a_machine_as_fast_as_the_baseline_gets_no_note() -> None:
     # Then the speed line says so and no note is added
     assert report.machine_speed(results) == pytest.approx(94_308 / 88_000)
     assert report.speed_line(results) == (
-        "machine speed: nginx static served 94,308 hot 200s/s, 1.07 × issue 6's baseline "
-        "of ~88,000")
+        "machine speed: nginx static served 94,308 hot 200s/s, 1.07 × the baseline "
+        "machine's ~88,000")
     assert report.speed_notes(results) == []
 
 
@@ -36,7 +36,7 @@ def test_a_slow_machine_is_named_in_the_notes() -> None:
     # Then the notes say the absolute targets ask more of it
     notes = report.speed_notes(results)
     assert len(notes) == 1
-    assert notes[0].startswith("a slow machine: nginx static ran at 0.36 × the issue's baseline")
+    assert notes[0].startswith("a slow machine: nginx static ran at 0.36 × the baseline machine's")
     assert "absolute targets" in notes[0]
 
 
