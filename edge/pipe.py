@@ -56,6 +56,14 @@ def settle(future: asyncio.Future[Any], outcome: object) -> None:
         future.set_result(outcome)
 
 
+# Error replies with which Redis refuses a connection before closing it.
+_REFUSALS = ("ERR max number of clients reached", "DENIED ")
+
+
+def _refused(reply: object) -> bool:
+    return isinstance(reply, ResponseError) and str(reply).startswith(_REFUSALS)
+
+
 class _Connection(asyncio.Protocol):
     """One socket: commands out as they come, replies matched to waiters in order."""
 
@@ -98,7 +106,9 @@ class _Connection(asyncio.Protocol):
         waiting = self.waiting
         try:
             while (reply := reader.gets()) is not False:
-                if not waiting:  # Redis refusing the connection (maxclients, protected mode)
+                if not waiting or _refused(reply):
+                    # Redis refusing the connection (maxclients, protected mode) answers with
+                    # an error and closes it, whether or not a command was waiting
                     self.fail(RedisConnectionError(f"redis closed the connection: {reply}"
                                                    if isinstance(reply, ResponseError) else
                                                    "redis sent a reply nobody asked for"))
