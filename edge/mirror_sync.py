@@ -111,7 +111,8 @@ async def published_documents(client: aioredis.Redis, report: SyncReport
             report.problems.append(f"{write_key}: version {version} has no gzip")
             continue
         try:
-            raw = gunzip(packed)  # bounded: at most MAX_JSON bytes
+            # bounded: at most MAX_JSON bytes (the client answers bytes: no decode_responses)
+            raw = gunzip(packed if isinstance(packed, bytes) else packed.encode())
         except ValueError as exc:
             report.problems.append(f"{write_key}: version {version}: {exc}")
             continue
