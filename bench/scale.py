@@ -14,7 +14,8 @@ One run, on processes it starts and stops by PID (its own ``redis-server``, the 
    every bundle, so this is the run that rebuilds a lost Redis (the 5-minute target).
 4. **Kept versions.** ``--version-sample`` sources get versions 2 .. ``--keep-versions`` + 1
    through the publisher's own ``write_many`` (same script, same pruning): ``used_memory`` per
-   added version, and proof that the history stops growing at ``PUBLISHER_KEEP_VERSIONS``.
+   added version, and proof that the history stops growing at
+   ``PUBLISHER_REDIS_KEEP_VERSIONS``.
 5. **``serve``'s own recovery.** ``FLUSHALL`` again, then ``settings-cdn-publisher serve``
    alone brings Redis back (its comparison at start, the outbox, then ``sc:loaded``): the time
    from its start until ``sc:loaded`` is set, what a Redis restarted empty costs when no
@@ -53,6 +54,7 @@ from bench import seed
 from bench.context import RESULTS_DIR
 from bench.procs import Processes, cores, free_port, pinned, require_tool
 from edge import keyspace
+from edge.http import gunzip
 from publisher.publish import Bundle, RedisPublisher
 
 # The edge's batch of cold misses and of pointer re-checks (edge/store.py MAX_BATCH).
@@ -62,7 +64,7 @@ EDGE_BATCH = 16
 @dataclass(frozen=True)
 class ScaleConfig:
     sources: int = 1_000_000
-    keep_versions: int = 10  # PUBLISHER_KEEP_VERSIONS of the kept-versions step
+    keep_versions: int = 2  # PUBLISHER_REDIS_KEEP_VERSIONS of the kept-versions step
     version_sample: int = 20_000  # sources given keep_versions + 1 versions
     memory_sample: int = 2_000  # sources whose keys MEMORY USAGE reads
     republish_timeout: float = 900.0  # each republish --all is stopped here
@@ -128,10 +130,10 @@ def kept_versions(cfg: ScaleConfig, client: redis.Redis, keys: list[str]) -> dic
         pipe = client.pipeline(transaction=False)
         chunk = keys[start:start + 1_000]
         for k in chunk:
-            pipe.hmget(keyspace.version_key(k, 1), ["json", "gzip", "etag", "published_at"])
-        for k, (js, gz, etag, at) in zip(chunk, pipe.execute(), strict=True):
+            pipe.hmget(keyspace.version_key(k, 1), ["gzip", "etag", "published_at"])
+        for k, (gz, etag, at) in zip(chunk, pipe.execute(), strict=True):
             stored.append((k, Bundle(version=1, etag=etag.decode(), published_at=int(at),
-                                     revision=1, json=js, gzip=gz)))
+                                     revision=1, json=gunzip(gz), gzip=gz)))
     writer = RedisPublisher(client, keep_versions=cfg.keep_versions)
     before = used_memory(client)["used_memory"]
     out: dict[str, Any] = {"versions_sources": len(keys), "versions_keep": cfg.keep_versions}
@@ -310,10 +312,10 @@ def run(cfg: ScaleConfig, x: dict[str, Any]) -> None:
 def _bundle_means(client: redis.Redis, keys: list[str]) -> tuple[float, float]:
     pipe = client.pipeline(transaction=False)
     for k in keys:
-        pipe.hstrlen(keyspace.version_key(k, 1), "json")
-        pipe.hstrlen(keyspace.version_key(k, 1), "gzip")
-    answers = pipe.execute()
-    return statistics.fmean(answers[0::2]), statistics.fmean(answers[1::2])
+        pipe.hget(keyspace.version_key(k, 1), "gzip")
+    packed = pipe.execute()
+    return (statistics.fmean(len(gunzip(gz)) for gz in packed),
+            statistics.fmean(len(gz) for gz in packed))
 
 
 def render(cfg: ScaleConfig, x: dict[str, Any], info: dict[str, str]) -> str:

@@ -8,10 +8,11 @@ sources into one script call, so the edge reads one Redis or replica, not a Clus
 
 | key / channel              | holds                                                          |
 |----------------------------|----------------------------------------------------------------|
-| ``sc:{wk}:v:<n>``          | hash: ``json``, ``gzip``, ``etag``, ``published_at``,          |
-|                            | ``revision``, ``version``                                      |
+| ``sc:{wk}:v:<n>``          | hash: ``gzip``, ``etag``, ``published_at``, ``revision``,      |
+|                            | ``version`` (no JSON: readers inflate ``gzip``)                |
 | ``sc:{wk}:current``        | ``"<n> <etag>"``: the current version, moved after ``v:<n>`` exists |
-| ``sc:{wk}:versions``       | sorted set of kept version numbers (score = version)           |
+| ``sc:{wk}:versions``       | sorted set of kept version numbers (score = version): the      |
+|                            | current one and ``PUBLISHER_REDIS_KEEP_VERSIONS`` - 1 before   |
 | channel ``sc:published``   | ``"<wk> <n>"`` after each publish (instant mode)                |
 | ``sc:loaded``              | Unix time the publisher last found Redis holding every source  |
 
@@ -24,6 +25,11 @@ absent pointer with 404 only while ``sc:loaded`` exists; without it, a held copy
 stale and a never-seen key gets 503 with ``Retry-After``.
 
 ``published_at`` is Unix time in whole seconds (HTTP dates have one-second resolution).
+
+Redis holds only what edges serve: the gzip bytes (the uncompressed JSON is inflated from them
+by whoever wants it) and the last few versions, so that an edge that read the pointer just
+before a publish still finds the version it names. The full history, which rollback, diff and
+republish read, is SQLite's.
 """
 
 from __future__ import annotations
@@ -41,13 +47,12 @@ LOADED_KEY = f"{PREFIX}:loaded"  # no hash tag: one per Redis, read beside any s
 ETAG_RE = re.compile(rb'"[\x21\x23-\x7e]*"')
 
 # Field names of the version hash.
-F_JSON = "json"
 F_GZIP = "gzip"
 F_ETAG = "etag"
 F_PUBLISHED_AT = "published_at"
 F_REVISION = "revision"
 F_VERSION = "version"
-FIELDS = (F_JSON, F_GZIP, F_ETAG, F_PUBLISHED_AT, F_REVISION, F_VERSION)
+FIELDS = (F_GZIP, F_ETAG, F_PUBLISHED_AT, F_REVISION, F_VERSION)
 # What the edge reads of a version (``Stored``): not the JSON, which it derives from the gzip
 # bytes for the few clients that want it uncompressed (edge/entry.py, ``Entry.identity``).
 EDGE_FIELDS = (F_GZIP, F_ETAG, F_PUBLISHED_AT, F_VERSION)
@@ -96,7 +101,8 @@ def decode_message(raw: bytes | str) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One published bundle version exactly as stored: bytes in, bytes out."""
+    """One published bundle version: what Redis stores (``to_hash``) plus its JSON, which
+    Redis does not hold and ``from_fields`` inflates from the gzip bytes."""
 
     write_key: str
     version: int
@@ -108,7 +114,6 @@ class Envelope:
 
     def to_hash(self) -> dict[str, bytes | str | int]:
         return {
-            F_JSON: self.json,
             F_GZIP: self.gzip,
             F_ETAG: self.etag,
             F_PUBLISHED_AT: self.published_at,
@@ -118,17 +123,23 @@ class Envelope:
 
     @classmethod
     def from_fields(cls, write_key: str, values: list[bytes | None]) -> Envelope | None:
-        """Build from ``HMGET key *FIELDS`` output; ``None`` when the hash is absent."""
+        """Build from ``HMGET key *FIELDS`` output; ``None`` when the hash is absent.
+
+        The JSON is the gzip bytes inflated (at most ``edge.http.MAX_JSON`` bytes); raises
+        ``ValueError`` on a malformed gzip stream or ETag.
+        """
+        from edge.http import gunzip  # edge.http imports this module
+
         if any(v is None for v in values):
             return None
-        raw_json, raw_gzip, etag, published_at, revision, version = values
-        assert raw_json is not None and raw_gzip is not None  # checked above, for mypy
+        raw_gzip, etag, published_at, revision, version = values
+        assert raw_gzip is not None  # checked above, for mypy
         if ETAG_RE.fullmatch(etag or b"") is None:  # it goes into a response header as is
             raise ValueError(f"malformed etag {etag!r}")
         return cls(
             write_key=write_key,
             version=int(version or 0),
-            json=raw_json,
+            json=gunzip(raw_gzip),
             gzip=raw_gzip,
             etag=(etag or b"").decode(),
             published_at=int(published_at or 0),

@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from edge import keyspace
 from edge.assets import mirrorable, resolve
+from edge.http import gunzip
 from edge.mirror import Upstream, UpstreamError, UpstreamNotFound, fetch, store
 from edge.settings import EdgeSettings
 
@@ -105,9 +106,15 @@ async def published_documents(client: aioredis.Redis, report: SyncReport
         except ValueError:
             report.problems.append(f"{key}: malformed pointer {pointer!r}")
             continue
-        raw = await client.hget(keyspace.version_key(write_key, version), keyspace.F_JSON)
-        if raw is None:
-            report.problems.append(f"{write_key}: version {version} has no json")
+        packed = await client.hget(keyspace.version_key(write_key, version), keyspace.F_GZIP)
+        if packed is None:
+            report.problems.append(f"{write_key}: version {version} has no gzip")
+            continue
+        try:
+            # bounded: at most MAX_JSON bytes (the client answers bytes: no decode_responses)
+            raw = gunzip(packed if isinstance(packed, bytes) else packed.encode())
+        except ValueError as exc:
+            report.problems.append(f"{write_key}: version {version}: {exc}")
             continue
         try:
             documents.append((write_key, orjson.loads(raw)))

@@ -18,8 +18,13 @@ comparison, ``mark_loaded`` sets the key only if nothing flushed Redis since.
 
 It installs :class:`~publisher.core.bundle.Bundle` values as they are made (bytes, gzip and
 ETag computed once) and as SQLite keeps them, so Redis can be rebuilt from SQLite byte for
-byte. A write answers with a :class:`PublishResult`: the version, whether it is new, and
-whether Redis has it yet.
+byte. Redis holds what edges serve, the gzip bytes and their metadata, not the uncompressed
+JSON; and only the last ``keep_versions`` versions (``PUBLISHER_REDIS_KEEP_VERSIONS``): the
+current one and the ones an edge that read an older pointer may still fetch. Rollback, diff
+and republish read SQLite's history (``PUBLISHER_KEEP_VERSIONS``), never Redis's.
+
+A write answers with a :class:`PublishResult`: the version, whether it is new, and whether
+Redis has it yet.
 """
 
 from __future__ import annotations
@@ -84,24 +89,24 @@ def served(pointer: bytes | None) -> tuple[int, str] | None:
 # half-written version, and many publishes can share one round trip (``write_many``). Every key
 # carries the source's hash tag; the pruned version keys are built from KEYS[1]'s tag, in the
 # same slot. The script refuses (-1) a version below the one the pointer names, unless the
-# pointer is ARGV[11] (``over``: the one the caller read and may replace; empty: none); a
+# pointer is ARGV[10] (``over``: the one the caller read and may replace; empty: none); a
 # malformed pointer names no version.
 _INSTALL = """
 local vkey, zkey, ckey = KEYS[1], KEYS[2], KEYS[3]
 local version = ARGV[1]
 local current = redis.call('GET', ckey)
-if current and current ~= ARGV[11] then
+if current and current ~= ARGV[10] then
   local served = tonumber(string.match(current, '^(%d+) '))
   if served and served > tonumber(version) then
     return -1
   end
 end
-redis.call('HSET', vkey, 'json', ARGV[2], 'gzip', ARGV[3], 'etag', ARGV[4],
-           'published_at', ARGV[5], 'revision', ARGV[6], 'version', version)
+redis.call('HSET', vkey, 'gzip', ARGV[2], 'etag', ARGV[3], 'published_at', ARGV[4],
+           'revision', ARGV[5], 'version', version)
 redis.call('ZADD', zkey, version, version)
-redis.call('SET', ckey, ARGV[7])
-redis.call('PUBLISH', ARGV[9], ARGV[10])
-local excess = redis.call('ZRANGE', zkey, 0, -(tonumber(ARGV[8]) + 1))
+redis.call('SET', ckey, ARGV[6])
+redis.call('PUBLISH', ARGV[8], ARGV[9])
+local excess = redis.call('ZRANGE', zkey, 0, -(tonumber(ARGV[7]) + 1))
 local prefix = string.sub(vkey, 1, string.len(vkey) - string.len(version))
 local pruned = 0
 for _, v in ipairs(excess) do
@@ -129,7 +134,7 @@ CHECK_SECONDS = 86_400  # a comparison left unfinished (a stopped process) leave
 class RedisPublisher:
     """Writes bundles for the single publisher of a deployment (sync client, raw bytes)."""
 
-    def __init__(self, client: redis.Redis, *, keep_versions: int = 10) -> None:
+    def __init__(self, client: redis.Redis, *, keep_versions: int = 2) -> None:
         if keep_versions < 1:
             raise ValueError(f"keep_versions must be >= 1, got {keep_versions}")
         self.client = client
@@ -183,7 +188,7 @@ class RedisPublisher:
         keys = [keyspace.version_key(write_key, bundle.version),
                 keyspace.versions_key(write_key), keyspace.current_key(write_key)]
         args: list[bytes | str | int] = [
-            bundle.version, bundle.json, bundle.gzip, bundle.etag, bundle.published_at,
+            bundle.version, bundle.gzip, bundle.etag, bundle.published_at,
             bundle.revision, keyspace.encode_pointer(bundle.version, bundle.etag),
             self.keep_versions, keyspace.PUBLISHED_CHANNEL,
             keyspace.encode_message(write_key, bundle.version), over]

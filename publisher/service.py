@@ -237,7 +237,7 @@ def build_service(settings: PublisherSettings, *, with_redis: bool = True) -> Se
     publisher = None
     if with_redis:
         client = make_client(settings)  # REDIS_URL's server, or Sentinel's primary
-        publisher = RedisPublisher(client, keep_versions=settings.keep_versions)
+        publisher = RedisPublisher(client, keep_versions=settings.redis_keep_versions)
     return Service(
         store, default_catalog(), publisher,
         limits=RuleLimits(max_cloud_instances=settings.max_cloud_instances),

@@ -27,7 +27,7 @@ class SettingsError(ValueError):
 
 # MAXIMUM, the edge's largest number, is the publisher's too: a larger one failed only when used
 # — a traceback at start (a socket timeout of 1e30 s, a file read of 2**64 bytes) or every
-# publish refused by Redis (PUBLISHER_KEEP_VERSIONS beyond 64 bits) and reported as pending.
+# publish refused by Redis (PUBLISHER_REDIS_KEEP_VERSIONS beyond 64 bits) and reported as pending.
 
 
 def _int(name: str, raw: str, minimum: int) -> int:
@@ -123,7 +123,11 @@ SETTINGS: tuple[tuple[str, str, str, Callable[[str, str], Any], str], ...] = (
     ("api_host", "PUBLISHER_API_HOST", "api.segment.io/v1", _nonempty,
      "`integrations[\"Segment.io\"].apiHost` in every bundle: where clients send events"),
     ("keep_versions", "PUBLISHER_KEEP_VERSIONS", "10", lambda n, r: _int(n, r, 1),
-     "published versions kept per source (Redis and SQLite) for rollback"),
+     "published versions kept per source in SQLite, for rollback, diff and republish"),
+    ("redis_keep_versions", "PUBLISHER_REDIS_KEEP_VERSIONS", "2", lambda n, r: _int(n, r, 2),
+     "published versions kept per source in Redis: the current one and the ones before it "
+     "that an edge which read the pointer just before a publish may still fetch (at least 2; "
+     "nothing reads older versions from Redis)"),
     ("max_cloud_instances", "PUBLISHER_MAX_CLOUD_INSTANCES", "10", lambda n, r: _int(n, r, 1),
      "cloud-mode instances of one destination allowed on one source"),
     ("max_file_bytes", "PUBLISHER_MAX_FILE_BYTES", "1048576", lambda n, r: _int(n, r, 1),
@@ -163,6 +167,7 @@ class PublisherSettings:
     port: int = 8081
     api_host: str = "api.segment.io/v1"
     keep_versions: int = 10
+    redis_keep_versions: int = 2
     max_cloud_instances: int = 10
     max_file_bytes: int = 1048576
     max_body_bytes: int = 262144

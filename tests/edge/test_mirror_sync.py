@@ -9,12 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
+from edge import keyspace
 from edge.cli import main
 from edge.mirror_sync import integration_path, script_paths
 from edge.settings import OPTIONS
+from publisher.core.bundle import make_bundle
+from publisher.publish import RedisPublisher
 from tests.edge.helpers import document, publish
 from tests.edge.upstream import Upstream as FakeUpstream
 from tests.edge.upstream import script
@@ -108,6 +112,26 @@ def test_sync_fetches_every_named_script_once(
     assert upstream.total == 5  # the second run asked the upstream nothing
     assert "5 already stored, 0 fetched" in second_out
     assert f"fetched {INTERCOM}" in first_out
+
+
+def test_sync_reads_the_scripts_from_the_published_gzip_bytes(
+        env: dict[str, str], redis_client: redis.Redis, upstream: FakeUpstream,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The publisher's version hash holds no JSON: sync inflates the gzip bytes, finds the
+    scripts they name, and reports (exit 1) a version whose gzip bytes are not a gzip stream."""
+    raw = orjson.dumps(WEB, option=orjson.OPT_SORT_KEYS)
+    RedisPublisher(redis_client).write("webKey", make_bundle(raw, version=1, revision=1,
+                                                             published_at=1_700_000_000))
+    assert not redis_client.hexists(keyspace.version_key("webKey", 1), "json")
+    publish(redis_client, "otherKey", OTHER, version=3)
+    redis_client.hset(keyspace.version_key("otherKey", 3), "gzip", b"not gzip")
+
+    status = main(["assets", "sync"])
+
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "otherKey: version 3: not a gzip stream" in out
+    assert stored(Path(env["EDGE_ASSETS_DIR"])) == EXPECTED
 
 
 def test_sync_fails_when_a_script_is_missing_upstream(

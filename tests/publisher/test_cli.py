@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
 
 from edge import keyspace
+from edge.http import gunzip
 from publisher.cli import main
 from publisher.service import build_service
 from publisher.settings import PublisherSettings, SettingsError
+
+
+def stored_json(client: redis.Redis, key: str) -> bytes | None:
+    """The JSON of a version hash in Redis: its gzip bytes inflated (Redis holds no JSON)."""
+    packed = client.hget(key, keyspace.F_GZIP)
+    return None if packed is None else gunzip(cast(bytes, packed))
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "workspace.json"
 WEB_KEY = "acmeWebsiteWriteKey0001"
@@ -86,7 +93,7 @@ def test_bundle_never_carries_secrets_or_cloud_settings(env: Path,
     cloud_values = [v for s in doc["sources"] for d in s["destinations"]
                     if d["connection_mode"] == "CLOUD" for v in d["settings"].values()]
     for key in (WEB_KEY, SERVER_KEY, "acmeIosWriteKey00000002"):
-        body = redis_client.hget(keyspace.version_key(key, 1), "json")
+        body = stored_json(redis_client, keyspace.version_key(key, 1))
         assert body is not None
         assert b"SECRET" not in body
         for value in cloud_values:
@@ -105,7 +112,7 @@ def test_change_rollback_and_republish_after_flush(env: Path, tmp_path: Path,
         doc["sources"][0]["destinations"][1]["enabled"] = False
 
     assert main(["apply", str(example(tmp_path, disable_braze))]) == 0
-    v2 = redis_client.hget(keyspace.version_key(WEB_KEY, 2), "json")
+    v2 = stored_json(redis_client, keyspace.version_key(WEB_KEY, 2))
     assert v2 is not None and b"Appboy" not in v2
 
     assert main(["rollback", "acme/website", "1"]) == 0
@@ -122,6 +129,53 @@ def test_change_rollback_and_republish_after_flush(env: Path, tmp_path: Path,
     for key, value in before.items():
         if b":current" in key or b":v:3" in key:
             assert restored[key] == value
+
+
+def test_redis_holds_no_json_field(env: Path, redis_client: redis.Redis) -> None:
+    """A version hash holds what edges read (``keyspace.FIELDS``), not the JSON: readers
+    inflate the gzip bytes."""
+    main(["apply", str(EXAMPLE)])
+    fields = set(redis_client.hkeys(keyspace.version_key(WEB_KEY, 1)))
+    assert fields == {f.encode() for f in keyspace.FIELDS}
+    assert b"json" not in fields
+
+
+def test_redis_keeps_fewer_versions_than_sqlite_and_rollback_reads_sqlite(
+        env: Path, tmp_path: Path, redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis keeps PUBLISHER_REDIS_KEEP_VERSIONS versions, SQLite PUBLISHER_KEEP_VERSIONS; a
+    rollback to a version only SQLite still holds serves that version's bytes."""
+    monkeypatch.setenv("PUBLISHER_KEEP_VERSIONS", "10")
+    monkeypatch.setenv("PUBLISHER_REDIS_KEEP_VERSIONS", "2")
+    main(["apply", str(EXAMPLE)])
+    first = stored_json(redis_client, keyspace.version_key(WEB_KEY, 1))
+    for n in range(2, 5):  # versions 2, 3, 4: different api hosts
+        def rename(doc: dict[str, Any], n: int = n) -> None:
+            doc["sources"][0]["destinations"][1]["enabled"] = n % 2 == 1
+        monkeypatch.setenv("PUBLISHER_API_HOST", f"events{n}.example.com/v1")
+        assert main(["apply", str(example(tmp_path, rename))]) == 0
+    assert keyspace.decode_pointer(redis_client.get(keyspace.current_key(WEB_KEY)))[0] == 4
+    assert redis_client.zrange(keyspace.versions_key(WEB_KEY), 0, -1) == [b"3", b"4"]
+    assert not redis_client.exists(keyspace.version_key(WEB_KEY, 1))
+    service = build_service(PublisherSettings.from_env(), with_redis=False)
+    source = service.store.get_source_by_write_key(WEB_KEY)
+    assert source is not None
+    assert [b.version for b in service.store.list_bundles(source.id)] == [1, 2, 3, 4]
+
+    monkeypatch.delenv("PUBLISHER_API_HOST")
+    assert main(["rollback", "acme/website", "1"]) == 0
+
+    assert keyspace.decode_pointer(redis_client.get(keyspace.current_key(WEB_KEY)))[0] == 5
+    assert first is not None
+    assert stored_json(redis_client, keyspace.version_key(WEB_KEY, 5)) == first
+    assert redis_client.zrange(keyspace.versions_key(WEB_KEY), 0, -1) == [b"4", b"5"]
+
+
+def test_redis_keep_versions_is_at_least_two(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PUBLISHER_REDIS_KEEP_VERSIONS", "1")
+    assert main(["apply", str(EXAMPLE)]) != 0
+    assert "PUBLISHER_REDIS_KEEP_VERSIONS must be >= 2" in capsys.readouterr().err
 
 
 def test_publish_of_unchanged_source_makes_no_version(env: Path,
@@ -142,7 +196,7 @@ def test_publish_all_recompiles_every_source_after_a_compile_setting_changed(
     source compiled again, a new version of each that changed; a source rolled back is left
     on the version it serves, and said so; a second run changes nothing."""
     main(["apply", str(EXAMPLE)])
-    with_braze = redis_client.hget(keyspace.version_key(WEB_KEY, 1), "json")
+    with_braze = stored_json(redis_client, keyspace.version_key(WEB_KEY, 1))
     main(["apply", str(example(Path(env).parent, lambda doc: doc["sources"][0][
         "destinations"][1].update(enabled=False)))])
     assert main(["rollback", WEB_KEY, "1"]) == 0
@@ -158,12 +212,11 @@ def test_publish_all_recompiles_every_source_after_a_compile_setting_changed(
     assert f"{WEB_KEY} (website): rolled back to v1, left as it is" in err
     for key in (SERVER_KEY, "acmeIosWriteKey00000002"):
         version, _ = keyspace.decode_pointer(redis_client.get(keyspace.current_key(key)))
-        body = redis_client.hget(keyspace.version_key(key, version), "json")
+        body = stored_json(redis_client, keyspace.version_key(key, version))
         assert version == 2 and body is not None and b"events.example.com/v1" in body
     pointer = keyspace.decode_pointer(redis_client.get(keyspace.current_key(WEB_KEY)))
     assert pointer[0] == 3  # the rollback: version 1's bytes as version 3
-    assert redis_client.hget(keyspace.version_key(WEB_KEY, 1), "json") == with_braze
-    assert redis_client.hget(keyspace.version_key(WEB_KEY, 3), "json") == with_braze
+    assert stored_json(redis_client, keyspace.version_key(WEB_KEY, 3)) == with_braze
     assert "compiled 3 sources: 0 new versions" in capsys.readouterr().out
 
 
@@ -363,7 +416,7 @@ def test_republish_publishes_sources_never_published(env: Path, redis_client: re
     for n in range(3):
         pointer = redis_client.get(keyspace.current_key(f"importedWriteKey{n:04d}"))
         assert keyspace.decode_pointer(pointer)[0] == 1
-        body = redis_client.hget(keyspace.version_key(f"importedWriteKey{n:04d}", 1), "json")
+        body = stored_json(redis_client, keyspace.version_key(f"importedWriteKey{n:04d}", 1))
         assert body is not None and f"key-{n}".encode() in body
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import redis
 
 from edge import keyspace
+from edge.http import gunzip
 from publisher.core.bundle import make_bundle
 from publisher.core.catalog import default_catalog
 from publisher.core.model import Instance, Source
@@ -16,6 +18,12 @@ from publisher.errors import CompileError
 from publisher.publish import RedisPublisher
 from publisher.service import Service
 from publisher.store import Store
+
+
+def stored_json(client: redis.Redis, key: str) -> bytes | None:
+    """The JSON of a version hash in Redis: its gzip bytes inflated (Redis holds no JSON)."""
+    packed = client.hget(key, keyspace.F_GZIP)
+    return None if packed is None else gunzip(cast(bytes, packed))
 
 
 @pytest.fixture
@@ -44,7 +52,7 @@ def served(client: redis.Redis, write_key: str) -> tuple[int, bytes] | None:
     if pointer is None:
         return None
     version, _ = keyspace.decode_pointer(pointer)
-    body = client.hget(keyspace.version_key(write_key, version), "json")
+    body = stored_json(client, keyspace.version_key(write_key, version))
     assert body is not None
     return version, body
 

@@ -3,15 +3,22 @@ publish status, versions and rollback."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 import redis
 
 from edge import keyspace
+from edge.http import gunzip
 from publisher.service import Service
 from tests.publisher.api.conftest import SRC, WS, Api
+
+
+def stored_json(client: redis.Redis, key: str) -> bytes | None:
+    """The JSON of a version hash in Redis: its gzip bytes inflated (Redis holds no JSON)."""
+    packed = client.hget(key, keyspace.F_GZIP)
+    return None if packed is None else gunzip(cast(bytes, packed))
 
 NAME = SRC.removeprefix("/v1beta/")
 AMPLITUDE = {"slug": "amplitude", "connection_mode": "DEVICE",
@@ -25,7 +32,7 @@ def served(redis_client: redis.Redis, write_key: str) -> dict[str, Any]:
     raw = redis_client.get(keyspace.current_key(write_key))
     assert raw is not None
     version, _ = keyspace.decode_pointer(raw)
-    doc = redis_client.hget(keyspace.version_key(write_key, version), "json")
+    doc = stored_json(redis_client, keyspace.version_key(write_key, version))
     assert doc is not None
     return orjson.loads(doc)  # type: ignore[no-any-return]
 
