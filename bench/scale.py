@@ -352,10 +352,6 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _log(line: str) -> None:
-    print(line, flush=True)  # sys.stdout as it is now (a test's capture included)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     for name in ("sources", "keep_versions", "version_sample", "benchmark_requests"):
@@ -366,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.republish_timeout <= 0:
         parser().error(f"--republish-timeout must be > 0, got {args.republish_timeout}")
     from bench.__main__ import machine
+    from bench.runner import main_log
 
     cfg = ScaleConfig(sources=args.sources, keep_versions=args.keep_versions,
                       version_sample=min(args.version_sample, args.sources),
@@ -375,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                       benchmark_requests=args.benchmark_requests, results_dir=args.results_dir,
                       command=shlex.join(["bench/scale", *(argv if argv is not None
                                                            else sys.argv[1:])]),
-                      log=_log)
+                      log=main_log())
     info = machine()
     x: dict[str, Any] = {}
     try:

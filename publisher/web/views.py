@@ -503,21 +503,27 @@ def _instance_url(ctx: Ctx, source: Source, inst_id: str) -> str:
 async def instance_enabled(request: Request) -> Response:
     ctx, form = await posted(request)
     source, inst = await _instance(ctx, request)
-    enable = form.get("enabled") == "1"
+    fields = {"enabled": form.get("enabled") == "1"}
+    return await run_in_threadpool(_update_instance, request, ctx, source, inst, fields, None,
+                                   None, FieldErrors(), error_field="enabled")
 
-    def attempt() -> Response:
-        try:
-            _, result = ctx.svc.update_instance(source, inst.id, {"enabled": enable})
-        except PublisherError as exc:
-            if exc.http_status >= 500:
-                raise
-            errors = FieldErrors()
-            place(exc, errors)
-            errors.add("enabled", exc.message)
-            return _instance_page(request, ctx, source, inst, None, errors, exc.http_status)
-        return see_other(_instance_url(ctx, source, inst.id), _published(result))
 
-    return await run_in_threadpool(attempt)
+def _update_instance(request: Request, ctx: Ctx, source: Source, inst: Instance,
+                     fields: dict[str, Any], patch: dict[str, Any] | None,
+                     values: dict[str, Any] | None, errors: FieldErrors,
+                     error_field: str | None = None) -> Response:
+    """One ``Service.update_instance``: back to the instance's page, or that page again with
+    the refusal beside its field (``error_field`` as well, when given)."""
+    try:
+        _, result = ctx.svc.update_instance(source, inst.id, fields, patch)
+    except PublisherError as exc:
+        if exc.http_status >= 500:
+            raise
+        place(exc, errors)
+        if error_field is not None:
+            errors.add(error_field, exc.message)
+        return _instance_page(request, ctx, source, inst, values, errors, exc.http_status)
+    return see_other(_instance_url(ctx, source, inst.id), _published(result))
 
 
 async def instance_settings(request: Request) -> Response:
@@ -538,17 +544,8 @@ async def instance_settings(request: Request) -> Response:
         return await run_in_threadpool(_instance_page, request, ctx, source, inst, values,
                                        errors, 400)
 
-    def attempt() -> Response:
-        try:
-            _, result = ctx.svc.update_instance(source, inst.id, fields, patch)
-        except PublisherError as exc:
-            if exc.http_status >= 500:
-                raise
-            place(exc, errors)
-            return _instance_page(request, ctx, source, inst, values, errors, exc.http_status)
-        return see_other(_instance_url(ctx, source, inst.id), _published(result))
-
-    return await run_in_threadpool(attempt)
+    return await run_in_threadpool(_update_instance, request, ctx, source, inst, fields, patch,
+                                   values, errors)
 
 
 async def instance_delete(request: Request) -> Response:
