@@ -196,7 +196,7 @@ class BundleCache:
         task.add_done_callback(self._rechecked)
 
     async def idle(self) -> None:
-        """Wait until no background re-check runs (tests; an orderly shutdown)."""
+        """Wait until no background re-check runs (tests await it to see its outcome)."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

@@ -84,17 +84,18 @@ class _Connection(asyncio.Protocol):
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self.loop.create_future()
-        timeout = self.pipe.timeout
-        deadline = self.loop.time() + timeout if timeout is not None else 0.0
         transport = self.transport
         if self.closed or transport is None or transport.is_closing():
             raise RedisConnectionError("connection to redis closed")
         try:
             transport.write(packed)
         except RuntimeError as exc:  # uvloop: a transport closed under us (Redis hung up)
-            self.fail(RedisConnectionError(f"connection to redis closed: {exc}"))
-            raise RedisConnectionError(f"connection to redis closed: {exc}") from exc
+            error = RedisConnectionError(f"connection to redis closed: {exc}")
+            self.fail(error)
+            raise error from exc
+        future: asyncio.Future[Any] = self.loop.create_future()
+        timeout = self.pipe.timeout
+        deadline = self.loop.time() + timeout if timeout is not None else 0.0
         self.waiting.append((future, deadline))
         if timeout is not None and self.timer is None:
             self.timer = self.loop.call_at(deadline, self._due)
